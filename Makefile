@@ -1,0 +1,48 @@
+# Handles Studio — the two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: run test sysdeps venv venv-dev lint-imports bench bench-render bench-viewport clean
+
+run: venv
+	$(PY) main.py $(ARGS)
+
+# Two pytest runs: everything but GL on Qt's offscreen platform, then the GL tests on a real X
+# display (a virtual one when there is none). pytest exit code 5 (no tests) fails either run.
+test: venv-dev
+	$(VENV)/bin/lint-imports --no-cache
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not gl" $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=xcb HANDLES_STUDIO_REQUIRE_GL=1 scripts/with-display.sh $(PY) -m pytest -m gl $(PYTEST_ARGS)
+
+sysdeps:
+	@scripts/sysdeps.sh
+
+$(VENV)/.stamp-run: requirements.txt pyproject.toml | sysdeps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps --no-build-isolation -e . 2>/dev/null || $(PIP) install --no-deps -e .
+	@touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-run requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	@touch $@
+
+venv: sysdeps $(VENV)/.stamp-run
+venv-dev: sysdeps $(VENV)/.stamp-dev
+
+lint-imports: venv-dev
+	$(VENV)/bin/lint-imports --no-cache
+
+bench: venv
+	$(PY) -m benchmarks.geometry
+
+bench-render: venv
+	$(PY) -m benchmarks.render
+
+bench-viewport: venv
+	scripts/with-display.sh $(PY) -m benchmarks.viewport
+
+clean:
+	rm -rf $(VENV) .pytest_cache artifacts

@@ -1,0 +1,71 @@
+"""The headless command line (``handles-studio SUBCOMMAND ...``); core only, no Qt.
+
+Exit codes: 0 success, 1 failure (one-line message on stderr; a traceback only with ``--debug``),
+2 bad usage (argparse's usage message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+import core
+from core.commands import COMMAND_MODULES
+from core.errors import HandlesError
+
+PROG = "handles-studio"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Handles Studio: move objects in a photo in 3D. Without a sub-command, opens the editor.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {core.__version__}")
+    parser.add_argument("--debug", action="store_true", help="print a traceback on failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group not built yet in this checkout
+            if exc.name != name:
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad usage
+        return int(exc.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (HandlesError, ValueError, KeyError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError):
+            msg = msg.strip("'\"")
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Exceptions with one-line, user-facing messages.
+
+Every error a user can cause (a bad file, a bad argument, a missing model) is raised as a
+:class:`HandlesError` subclass whose ``str()`` is one line that says what is wrong and what to do.
+The CLI prints it and exits 1; the editor shows it in its banner.
+"""
+
+from __future__ import annotations
+
+
+class HandlesError(Exception):
+    """Base class of all user-facing errors (one-line message)."""
+
+
+class InputError(HandlesError):
+    """A file or value given by the user is unusable (bad image, bad depth, bad transform...)."""
+
+
+class ProjectError(HandlesError):
+    """A project file cannot be read or written."""
+
+
+class ModelError(HandlesError):
+    """A model is missing, incomplete or cannot be loaded."""
+
+
+class RenderCancelled(HandlesError):
+    """Raised inside a render when its cancel token is set."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: the photogen scenes, temporary folders, the GL requirement."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOGEN = Path(os.environ.get("HANDLES_PHOTOGEN", REPO.parent / "shared" / "photogen"))
+ARTIFACTS = Path(os.environ.get("HANDLES_ARTIFACTS", REPO / "artifacts"))
+
+
+def photogen_scenes() -> list[Path]:
+    if not PHOTOGEN.is_dir():
+        return []
+    return sorted(p for p in PHOTOGEN.iterdir() if (p / "input.png").is_file())
+
+
+@pytest.fixture
+def photogen_dir() -> Path:
+    if not PHOTOGEN.is_dir():
+        pytest.skip(f"photogen scenes not found at {PHOTOGEN} (set HANDLES_PHOTOGEN or check out ../shared)")
+    return PHOTOGEN
+
+
+@pytest.fixture
+def photogen_scene(photogen_dir) -> Path:
+    """One real scene (car) in the Diffusion Handles format."""
+    return photogen_dir / "car"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def gl_required() -> bool:
+    """`make test` sets HANDLES_STUDIO_REQUIRE_GL=1: there a missing GL context is a failure, not a skip."""
+    return os.environ.get("HANDLES_STUDIO_REQUIRE_GL") == "1"
