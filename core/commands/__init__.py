@@ -8,5 +8,6 @@ Each module defines ``register(subparsers)`` which adds its sub-commands; a sub-
 COMMAND_MODULES = [
     "core.commands.project",  # sample, import-scene, export-transforms, info
     "core.commands.preview",  # preview
-    "core.commands.ml",  # models, depth, render
+    "core.commands.ml",  # models, depth
+    "core.ml.handles.cli",  # render
 ]
