@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a command group not built yet in this checkout
-            if exc.name != name:
+            if not (exc.name and (name == exc.name or name.startswith(exc.name + "."))):
                 raise
             continue
         mod.register(sub)
