@@ -1,0 +1,502 @@
+"""Selection masks on the photo: brush, lasso/polygon, rectangle, depth-aware magic wand, and the
+mask operations (feather, grow, shrink, combine, clean).
+
+Conventions
+-----------
+* Masks are ``bool`` arrays of shape ``(H, W)`` at the scene's working resolution
+  (see :mod:`core.scene`); ``shape`` arguments are ``(H, W)``.
+* Points are continuous *image* coordinates ``(x, y)`` in pixels, x to the right and y down; the
+  pixel in row ``i``, column ``j`` covers ``[j, j+1) x [i, i+1)`` and its centre is
+  ``(j + 0.5, i + 0.5)`` (the convention of :mod:`core.camera`).
+* A geometric shape *covers* a pixel when the shape contains the pixel's centre.
+* Depth is z-depth (any positive unit); depth tolerances are *relative* (0.05 = 5 %), so they do
+  not depend on the depth unit.
+* Colours are RGB uint8; colour distances are Euclidean in RGB, in 0..255 units
+  (black to white is ``255 * sqrt(3) ~ 441.7``).
+
+Everything is vectorised numpy/scipy (no per-pixel Python loops) and free of Qt. Bad input raises
+:class:`SelectionError` (an :class:`core.errors.InputError`) with a one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from core.errors import InputError
+
+__all__ = [
+    "SelectionError",
+    "COMBINE_MODES",
+    "brush_stroke",
+    "paint_segment",
+    "polygon_mask",
+    "rect_mask",
+    "magic_wand",
+    "feather",
+    "grow",
+    "shrink",
+    "combine",
+    "clean",
+    "outline",
+    "mask_bbox",
+]
+
+COMBINE_MODES = ("replace", "add", "subtract", "intersect")
+
+
+class SelectionError(InputError):
+    """A selection tool was given unusable input (bad shape, seed outside the image, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise SelectionError(f"mask shape must be (height, width), got {shape!r}") from None
+    if h <= 0 or w <= 0:
+        raise SelectionError(f"mask shape must be positive, got {h}x{w} (height x width)")
+    return h, w
+
+
+def _check_points(points, name: str = "points", min_count: int = 1) -> np.ndarray:
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SelectionError(f"{name} must be a sequence of (x, y) pairs") from None
+    if pts.size == 0:
+        pts = pts.reshape(0, 2)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise SelectionError(f"{name} must be a sequence of (x, y) pairs, got an array of shape {pts.shape}")
+    if len(pts) < min_count:
+        raise SelectionError(f"{name} needs at least {min_count} point(s), got {len(pts)}")
+    if not np.isfinite(pts).all():
+        raise SelectionError(f"{name} contain NaN or infinite coordinates")
+    return pts
+
+
+def _check_mask(mask, name: str = "mask") -> np.ndarray:
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise SelectionError(f"{name} must be a 2-D (height, width) array, got shape {m.shape}")
+    if m.dtype != bool:
+        m = m != 0
+    return m
+
+
+def _check_px(px, name: str) -> float:
+    try:
+        v = float(px)
+    except (TypeError, ValueError):
+        raise SelectionError(f"{name} must be a number of pixels, got {px!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise SelectionError(f"{name} must be a finite number of pixels >= 0, got {px!r}")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# brush
+# --------------------------------------------------------------------------------------------
+def paint_segment(mask: np.ndarray, p0, p1, radius: float, value: bool = True) -> tuple[slice, slice] | None:
+    """Paint a capsule in place: every pixel whose centre lies within ``radius`` pixels of the
+    segment ``p0``-``p1`` (image coordinates) is set to ``value``.
+
+    Works on the segment's bounding box only, so painting one mouse-move segment of a stroke costs
+    a few hundred microseconds. Returns the ``(rows, cols)`` slices that were touched, or ``None``
+    when the capsule misses the image.
+    """
+    h, w = mask.shape
+    r = float(radius)
+    if not np.isfinite(r) or r <= 0:
+        raise SelectionError(f"brush radius must be a positive number of pixels, got {radius!r}")
+    ax, ay = float(p0[0]), float(p0[1])
+    bx, by = float(p1[0]), float(p1[1])
+    if not all(np.isfinite(v) for v in (ax, ay, bx, by)):
+        raise SelectionError("brush points contain NaN or infinite coordinates")
+    # Pixel j's centre is j + 0.5: columns with |j + 0.5 - x| <= r span [x - r - 0.5, x + r - 0.5].
+    j0 = max(int(np.ceil(min(ax, bx) - r - 0.5)), 0)
+    j1 = min(int(np.floor(max(ax, bx) + r - 0.5)) + 1, w)
+    i0 = max(int(np.ceil(min(ay, by) - r - 0.5)), 0)
+    i1 = min(int(np.floor(max(ay, by) + r - 0.5)) + 1, h)
+    if j0 >= j1 or i0 >= i1:
+        return None
+    xs = np.arange(j0, j1, dtype=np.float64) + 0.5 - ax
+    ys = np.arange(i0, i1, dtype=np.float64)[:, None] + 0.5 - ay
+    dx, dy = bx - ax, by - ay
+    seg2 = dx * dx + dy * dy
+    if seg2 > 0.0:
+        t = np.clip((xs * dx + ys * dy) / seg2, 0.0, 1.0)
+        ex = xs - t * dx
+        ey = ys - t * dy
+    else:
+        ex, ey = xs, ys
+    inside = ex * ex + ey * ey <= r * r
+    sl = (slice(i0, i1), slice(j0, j1))
+    if value:
+        mask[sl] |= inside
+    else:
+        mask[sl] &= ~inside
+    return sl
+
+
+def brush_stroke(points: Sequence[tuple[float, float]], radius: float, shape: tuple[int, int]) -> np.ndarray:
+    """Mask (H, W) bool of a brush stroke: the union of capsules of ``radius`` pixels around the
+    segments between successive ``points`` (image coordinates, pixels); one point gives a disk.
+
+    A pixel is covered when its centre is within ``radius`` of the polyline, so a straight stroke of
+    length L covers about ``pi r^2 + 2 r L`` pixels. ``shape`` is ``(H, W)``.
+    """
+    h, w = _check_shape(shape)
+    pts = _check_points(points, "brush points", 1)
+    r = float(radius) if np.isscalar(radius) else np.nan
+    if not np.isfinite(r) or r <= 0:
+        raise SelectionError(f"brush radius must be a positive number of pixels, got {radius!r}")
+    mask = np.zeros((h, w), dtype=bool)
+    if len(pts) == 1:
+        paint_segment(mask, pts[0], pts[0], r)
+        return mask
+    # drop repeated points (mouse events at the same position) so every segment has work to do
+    keep = np.ones(len(pts), dtype=bool)
+    keep[1:] = np.any(np.diff(pts, axis=0) != 0, axis=1)
+    pts = pts[keep]
+    if len(pts) == 1:
+        paint_segment(mask, pts[0], pts[0], r)
+        return mask
+    for a, b in zip(pts[:-1], pts[1:]):  # one vectorised capsule per segment (not per pixel)
+        paint_segment(mask, a, b, r)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# polygon / lasso and rectangle
+# --------------------------------------------------------------------------------------------
+def polygon_mask(points: Sequence[tuple[float, float]], shape: tuple[int, int], rule: str = "evenodd") -> np.ndarray:
+    """Mask (H, W) bool of the pixels whose centres lie inside the closed polygon ``points``
+    (image coordinates, pixels; the last point connects back to the first).
+
+    ``rule`` is ``"evenodd"`` (default: a self-intersecting lasso leaves the doubly enclosed parts
+    out, as in most paint programs) or ``"nonzero"`` (winding number != 0: every enclosed part
+    is in). Scanline rasterisation, vectorised over all (edge, row) crossings: each crossing adds
+    its winding sign to the pixels right of it, a cumulative sum along the row gives the count.
+    A centre exactly on a left edge is inside, exactly on a right edge outside.
+    """
+    h, w = _check_shape(shape)
+    pts = _check_points(points, "polygon points", 3)
+    if rule not in ("evenodd", "nonzero"):
+        raise SelectionError(f"polygon fill rule must be 'evenodd' or 'nonzero', got {rule!r}")
+    x0, y0 = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
+    # rows i whose centre c = i + 0.5 satisfies ylo <= c < yhi (half-open: vertices counted once)
+    r0 = np.clip(np.ceil(ylo - 0.5), 0, h).astype(np.int64)
+    r1 = np.clip(np.ceil(yhi - 0.5), 0, h).astype(np.int64)
+    counts = np.maximum(r1 - r0, 0)
+    total = int(counts.sum())
+    mask = np.zeros((h, w), dtype=bool)
+    if total == 0:
+        return mask
+    edge = np.repeat(np.arange(len(pts)), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    rows = r0[edge] + (np.arange(total) - starts)
+    yc = rows + 0.5
+    t = (yc - y0[edge]) / (y1[edge] - y0[edge])
+    xc = x0[edge] + t * (x1[edge] - x0[edge])
+    # the crossing affects pixels with centre j + 0.5 >= xc
+    col = np.clip(np.ceil(xc - 0.5), 0, w).astype(np.int64)
+    sign = np.where(y1[edge] > y0[edge], 1, -1).astype(np.int32)
+    acc = np.zeros((h, w + 1), dtype=np.int32)
+    np.add.at(acc, (rows, col), sign if rule == "nonzero" else 1)
+    winding = np.cumsum(acc[:, :w], axis=1)
+    if rule == "nonzero":
+        mask[:] = winding != 0
+    else:
+        mask[:] = (winding & 1).astype(bool)
+    return mask
+
+
+def rect_mask(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, int]) -> np.ndarray:
+    """Mask (H, W) bool of the pixels whose centres lie in the closed rectangle spanned by the two
+    corners ``(x0, y0)`` and ``(x1, y1)`` (image coordinates, pixels; any corner order)."""
+    h, w = _check_shape(shape)
+    vals = np.array([x0, y0, x1, y1], dtype=np.float64)
+    if not np.isfinite(vals).all():
+        raise SelectionError(f"rectangle corners must be finite, got {(x0, y0, x1, y1)!r}")
+    xa, xb = sorted((vals[0], vals[2]))
+    ya, yb = sorted((vals[1], vals[3]))
+    j0 = int(np.clip(np.ceil(xa - 0.5), 0, w))
+    j1 = int(np.clip(np.floor(xb - 0.5) + 1, 0, w))
+    i0 = int(np.clip(np.ceil(ya - 0.5), 0, h))
+    i1 = int(np.clip(np.floor(yb - 0.5) + 1, 0, h))
+    mask = np.zeros((h, w), dtype=bool)
+    mask[i0:i1, j0:j1] = True
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# magic wand
+# --------------------------------------------------------------------------------------------
+def _seed_pixel(seed, h: int, w: int) -> tuple[int, int]:
+    try:
+        sx, sy = (float(v) for v in seed)
+    except (TypeError, ValueError):
+        raise SelectionError(f"wand seed must be an (x, y) point, got {seed!r}") from None
+    if not (np.isfinite(sx) and np.isfinite(sy)) or not (0 <= sx < w and 0 <= sy < h):
+        raise SelectionError(f"wand seed ({sx:g}, {sy:g}) is outside the {w}x{h} image; click inside the photo")
+    return int(sy), int(sx)
+
+
+def _component_lattice4(link_h: np.ndarray, link_v: np.ndarray, seed_ij: tuple[int, int]) -> np.ndarray:
+    """Connected component of ``seed_ij`` in the 4-neighbour pixel graph whose horizontal links
+    ``link_h`` (H, W-1) and vertical links ``link_v`` (H-1, W) are given: the graph is drawn on a
+    (2H-1, 2W-1) lattice (pixels on even cells, links between them) and labelled with
+    ``ndimage.label`` (4-connectivity), which is exact for a planar 4-neighbour graph."""
+    h, w = link_v.shape[0] + 1, link_h.shape[1] + 1
+    lattice = np.zeros((2 * h - 1, 2 * w - 1), dtype=bool)
+    lattice[::2, ::2] = True
+    lattice[::2, 1::2] = link_h
+    lattice[1::2, ::2] = link_v
+    labels, _ = ndimage.label(lattice)
+    return labels[::2, ::2] == labels[2 * seed_ij[0], 2 * seed_ij[1]]
+
+
+def _component_graph8(links: list[tuple[np.ndarray, tuple[int, int]]], shape, seed_ij) -> np.ndarray:
+    """Connected component of ``seed_ij`` in the pixel graph with the given link arrays; each item
+    is ``(link, (di, dj))``: ``link[i, j]`` joins pixel (i, j) to (i + di, j + dj). Built as a CSR
+    matrix directly (no sorting) and solved with scipy's connected_components."""
+    h, w = shape
+    n = h * w
+    idx = np.arange(n, dtype=np.int32).reshape(h, w)
+    nb = np.full((h, w, len(links)), -1, dtype=np.int32)
+    for k, (link, (di, dj)) in enumerate(links):
+        # source pixels (i, j) with the link array's shape; targets shifted by (di, dj)
+        si = slice(0, h - di) if di >= 0 else slice(-di, h)
+        sj = slice(0, w - dj) if dj >= 0 else slice(-dj, w)
+        ti = slice(di, h) if di >= 0 else slice(0, h + di)
+        tj = slice(dj, w) if dj >= 0 else slice(0, w + dj)
+        nb[si, sj, k] = np.where(link, idx[ti, tj], -1)
+    nb = nb.reshape(n, len(links))
+    valid = nb >= 0
+    indices = nb[valid]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(valid.sum(axis=1), out=indptr[1:])
+    graph = csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr), shape=(n, n))
+    _, labels = connected_components(graph, directed=True, connection="weak")
+    labels = labels.reshape(h, w)
+    return labels == labels[seed_ij]
+
+
+def magic_wand(
+    photo: np.ndarray,
+    depth: np.ndarray | None,
+    seed: tuple[float, float],
+    color_tol: float | None = 48.0,
+    depth_tol: float | None = 0.2,
+    connectivity: int = 8,
+    edge_color_tol: float | None = None,
+    edge_depth_tol: float | None = None,
+    fill_holes: int = 0,
+) -> np.ndarray:
+    """Depth-aware region growing from ``seed`` (x, y image pixels); returns a bool mask (H, W).
+
+    A pixel is a *candidate* when it is close to the seed pixel in colour and in depth:
+
+    * ``color_tol``: Euclidean RGB distance to the seed pixel's colour <= ``color_tol``
+      (0..255 units; ``None`` ignores colour);
+    * ``depth_tol``: relative depth difference ``|d - d_seed| <= depth_tol * d_seed``
+      (``None``, or ``depth=None``, ignores depth). Pixels with non-finite or non-positive depth
+      are never candidates while depth is used.
+
+    The result is the connected component (``connectivity`` 4 or 8) of candidates that contains
+    the seed. The *edge-aware* variant links two neighbouring pixels only when the step between
+    them is small: ``edge_color_tol`` bounds the RGB distance between the two neighbours and
+    ``edge_depth_tol`` their relative depth step ``|d_p - d_q| <= edge_depth_tol * min(d_p, d_q)``.
+    It follows surfaces whose depth changes smoothly (a long car, a floor) and stops at depth
+    discontinuities (an object's silhouette) even where colours match. ``fill_holes`` > 0 fills
+    enclosed holes of fewer than that many pixels (noise, specular highlights).
+
+    Costs at 512 x 512 (2-core CPU): about 5 ms for the seed criteria, about 10 ms with edge
+    criteria at connectivity 4, about 35 ms at connectivity 8.
+    """
+    img = np.asarray(photo)
+    if img.ndim != 3 or img.shape[2] < 3:
+        raise SelectionError(f"wand photo must be an (H, W, 3) RGB array, got shape {img.shape}")
+    h, w = img.shape[:2]
+    if depth is not None:
+        dep = np.asarray(depth, dtype=np.float32)
+        if dep.shape != (h, w):
+            raise SelectionError(f"wand depth shape {dep.shape} does not match the photo's {(h, w)}")
+    else:
+        dep = None
+    if connectivity not in (4, 8):
+        raise SelectionError(f"wand connectivity must be 4 or 8, got {connectivity!r}")
+    for name, v in (("color_tol", color_tol), ("depth_tol", depth_tol),
+                    ("edge_color_tol", edge_color_tol), ("edge_depth_tol", edge_depth_tol)):
+        if v is not None and not (np.isfinite(float(v)) and float(v) >= 0):
+            raise SelectionError(f"wand {name} must be a number >= 0 or None, got {v!r}")
+    si, sj = _seed_pixel(seed, h, w)
+
+    rgb = img[..., :3].astype(np.float32)
+    use_depth = dep is not None and depth_tol is not None
+    use_edge_depth = dep is not None and edge_depth_tol is not None
+    if use_depth or use_edge_depth:
+        d_ok = np.isfinite(dep) & (dep > 0)
+        if not d_ok[si, sj]:
+            raise SelectionError(f"the depth at the wand seed ({sj}, {si}) is not valid; click on a pixel with depth")
+
+    cand = np.ones((h, w), dtype=bool)
+    if color_tol is not None:
+        diff = rgb - rgb[si, sj]
+        cand &= np.einsum("ijk,ijk->ij", diff, diff) <= float(color_tol) ** 2
+    if use_depth or use_edge_depth:
+        cand &= d_ok
+    if use_depth:
+        d0 = float(dep[si, sj])
+        with np.errstate(invalid="ignore"):
+            cand &= np.abs(dep - d0) <= float(depth_tol) * d0
+
+    if edge_color_tol is None and not use_edge_depth:
+        structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+        labels, _ = ndimage.label(cand, structure=structure)
+        region = labels == labels[si, sj]
+    else:
+        def link(a: tuple[slice, slice], b: tuple[slice, slice]) -> np.ndarray:
+            ok = cand[a] & cand[b]
+            if edge_color_tol is not None:
+                dc = rgb[a] - rgb[b]
+                ok &= np.einsum("ijk,ijk->ij", dc, dc) <= float(edge_color_tol) ** 2
+            if use_edge_depth:
+                da, db = dep[a], dep[b]
+                with np.errstate(invalid="ignore"):
+                    ok &= np.abs(da - db) <= float(edge_depth_tol) * np.minimum(da, db)
+            return ok
+
+        s, e, a_ = slice(None, -1), slice(1, None), slice(None)
+        link_h = link((a_, s), (a_, e))  # (i, j) - (i, j+1)
+        link_v = link((s, a_), (e, a_))  # (i, j) - (i+1, j)
+        if connectivity == 4:
+            region = _component_lattice4(link_h, link_v, (si, sj))
+        else:
+            link_d1 = link((s, s), (e, e))  # (i, j) - (i+1, j+1)
+            link_d2 = link((s, e), (e, s))  # (i, j+1) - (i+1, j): stored at source (i, j+1)
+            region = _component_graph8(
+                [(link_h, (0, 1)), (link_v, (1, 0)), (link_d1, (1, 1)), (link_d2, (1, -1))], (h, w), (si, sj)
+            )
+        region &= cand
+    if fill_holes:
+        region = clean(region, max_hole=int(fill_holes))
+    return region
+
+
+# --------------------------------------------------------------------------------------------
+# mask operations
+# --------------------------------------------------------------------------------------------
+def feather(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Soft alpha (H, W) float32 in [0, 1] from a bool mask: a linear ramp across the mask's edge,
+    0 at ``radius`` pixels outside it, 0.5 on it, 1 at ``radius`` pixels inside (Euclidean
+    distances between pixel centres; the edge lies half a pixel beyond the outermost mask pixel).
+    ``radius`` 0 returns the mask as 0/1. Alpha never decreases going into the mask."""
+    m = _check_mask(mask)
+    r = _check_px(radius, "feather radius")
+    if r == 0 or not m.any() or m.all():
+        return m.astype(np.float32)
+    inside = ndimage.distance_transform_edt(m)  # to the nearest outside pixel centre
+    outside = ndimage.distance_transform_edt(~m)  # to the nearest inside pixel centre
+    signed = np.where(m, inside - 0.5, 0.5 - outside)
+    return np.clip(0.5 + signed / (2.0 * r), 0.0, 1.0).astype(np.float32)
+
+
+def grow(mask: np.ndarray, px: float) -> np.ndarray:
+    """Dilate by a disk of radius ``px`` pixels: every pixel whose centre is within ``px`` of a mask
+    pixel's centre joins the mask (exact Euclidean disk, any radius, via a distance transform)."""
+    m = _check_mask(mask)
+    r = _check_px(px, "grow amount")
+    if r == 0 or not m.any() or m.all():
+        return m.copy()
+    return ndimage.distance_transform_edt(~m) <= r
+
+
+def shrink(mask: np.ndarray, px: float) -> np.ndarray:
+    """Erode by a disk of radius ``px`` pixels: a pixel stays when no non-mask pixel centre lies
+    within ``px`` of its centre. The image border does not erode the mask (outside the image
+    counts as neither in nor out), so a selection touching the border keeps touching it."""
+    m = _check_mask(mask)
+    r = _check_px(px, "shrink amount")
+    if r == 0 or not m.any() or m.all():
+        return m.copy()
+    return ndimage.distance_transform_edt(m) > r
+
+
+def combine(base: np.ndarray | None, new: np.ndarray, mode: str) -> np.ndarray:
+    """Combine a new selection with an existing mask: ``"replace"`` (new), ``"add"`` (union),
+    ``"subtract"`` (base without new), ``"intersect"`` (both). ``base`` None means empty.
+    Returns a new bool array; neither input is modified."""
+    n = _check_mask(new, "new mask")
+    if mode not in COMBINE_MODES:
+        raise SelectionError(f"mask combine mode must be one of {', '.join(COMBINE_MODES)}; got {mode!r}")
+    if base is None:
+        b = np.zeros_like(n, dtype=bool)
+    else:
+        b = _check_mask(base, "base mask")
+        if b.shape != n.shape:
+            raise SelectionError(f"mask shapes differ: base {b.shape} vs new {n.shape}")
+    if mode == "replace":
+        return n.copy()
+    if mode == "add":
+        return b | n
+    if mode == "subtract":
+        return b & ~n
+    return b & n
+
+
+def clean(mask: np.ndarray, min_island: int = 0, max_hole: int = 0, connectivity: int = 8) -> np.ndarray:
+    """Remove islands (connected parts) of fewer than ``min_island`` pixels and fill enclosed holes
+    of fewer than ``max_hole`` pixels. A background region touching the image border is never a
+    hole. ``connectivity`` (4 or 8) applies to the islands; holes use the complementary one."""
+    m = _check_mask(mask)
+    if connectivity not in (4, 8):
+        raise SelectionError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    out = m.copy()
+    fg = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    bg = ndimage.generate_binary_structure(2, 2 if connectivity == 4 else 1)
+    if min_island and min_island > 0 and out.any():
+        labels, n = ndimage.label(out, structure=fg)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = sizes < int(min_island)
+        small[0] = False
+        out[small[labels]] = False
+    if max_hole and max_hole > 0 and not out.all():
+        labels, n = ndimage.label(~out, structure=bg)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        fill = sizes < int(max_hole)
+        fill[0] = False
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        fill[border] = False
+        out[fill[labels]] = True
+    return out
+
+
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """Inner boundary (H, W) bool: mask pixels within ``width`` pixels (4-neighbour steps) of a
+    non-mask pixel. Pixels on the image border count as boundary when the mask touches it."""
+    m = _check_mask(mask)
+    if width <= 0 or not m.any():
+        return np.zeros_like(m)
+    inner = ndimage.binary_erosion(m, iterations=int(width), border_value=0)
+    return m & ~inner
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(x0, y0, x1, y1)`` of the mask in pixels (x1/y1 exclusive), or None if empty."""
+    m = _check_mask(mask)
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
