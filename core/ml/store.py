@@ -1,0 +1,729 @@
+"""The model store: which models Handles Studio knows, where they are on disk, whether they are whole.
+
+Models are only ever loaded from disk (``local_files_only=True``); nothing here touches the network
+except :func:`download`, which the user asks for explicitly (``handles-studio models download``).
+
+Where models are looked for, in order:
+
+1. a path given directly (``--model PATH``): a diffusers / transformers model folder, or a Hugging
+   Face cache repo folder (``models--org--name``, its newest complete snapshot is used);
+2. the Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+   ``$XDG_CACHE_HOME/huggingface/hub`` or ``~/.cache/huggingface/hub``; a repo lives there as
+   ``models--org--name/snapshots/<commit>/`` with ``refs/<revision>`` naming the commit;
+3. extra model folders: ``$HANDLES_MODEL_DIRS`` (``os.pathsep``-separated) and the ``extra_dirs``
+   the editor's settings pass. Each may hold hub-cache repos (``models--org--name``) or plain model
+   folders named after the catalog name (``sd2-depth``), the repo's name
+   (``stable-diffusion-2-depth``), ``org--name`` or ``org/name``.
+
+The catalog (``resources/models.json``) lists every model with its role (``renderer``, ``depth``,
+``segmenter``), repo id, revision, approximate size, licence, the exact ``hf download`` command that
+fetches it and the files a complete copy has. A folder is checked before use: the files its role
+needs exist, JSON configs parse, weights files are not empty, not Git LFS pointers and, for
+safetensors, not truncated (header and byte count agree). This module imports no heavy library.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import socket
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+from urllib.parse import urlparse
+
+from core.errors import ModelError
+
+ROLES = ("renderer", "depth", "segmenter")
+ENV_MODEL_DIRS = "HANDLES_MODEL_DIRS"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+# Files a folder of each role needs when it is not a catalog entry ("a|b": either).
+_WEIGHTS_TF = "model.safetensors|pytorch_model.bin|model.safetensors.index.json|pytorch_model.bin.index.json"
+_WEIGHTS_DIFFUSERS = (
+    "diffusion_pytorch_model.safetensors|diffusion_pytorch_model.fp16.safetensors|diffusion_pytorch_model.bin"
+    "|diffusion_pytorch_model.safetensors.index.json|diffusion_pytorch_model.fp16.safetensors.index.json"
+)
+
+
+def _prefixed(prefix: str, alternatives: str) -> str:
+    return "|".join(f"{prefix}/{a}" for a in alternatives.split("|"))
+
+
+ROLE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "renderer": (
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json|tokenizer/tokenizer.json",
+        "tokenizer/merges.txt|tokenizer/tokenizer.json",
+        "text_encoder/config.json",
+        _prefixed("text_encoder", _WEIGHTS_TF + "|model.fp16.safetensors"),
+        "unet/config.json",
+        _prefixed("unet", _WEIGHTS_DIFFUSERS),
+        "vae/config.json",
+        _prefixed("vae", _WEIGHTS_DIFFUSERS),
+    ),
+    "depth": ("config.json", "preprocessor_config.json", _WEIGHTS_TF),
+    "segmenter": ("config.json", "preprocessor_config.json|processor_config.json", _WEIGHTS_TF),
+}
+
+_ROLE_WORDS = {
+    "renderer": "a StableDiffusionDepth2ImgPipeline folder (model_index.json, unet, vae, text_encoder, tokenizer, scheduler)",
+    "depth": "a transformers depth-estimation folder (config.json, preprocessor_config.json, weights)",
+    "segmenter": "a transformers SAM folder (config.json, preprocessor_config.json or processor_config.json, weights)",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The catalog
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One model of ``resources/models.json``.
+
+    ``name`` is the short name users type (``--model sd2-depth``); ``repo`` the Hugging Face repo id
+    (also accepted as a name); ``size_bytes`` the approximate download size; ``include``/``exclude``
+    the file patterns the fetch command and :func:`download` use; ``required`` the files a complete
+    copy has (``"a|b"``: either).
+    """
+
+    name: str
+    role: str
+    repo: str
+    revision: str
+    size_bytes: int
+    licence: str
+    description: str
+    fetch_command: str
+    required: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    default: bool = False
+
+    @property
+    def cache_folder_name(self) -> str:
+        """The repo's folder name in a hub cache: ``models--org--name``."""
+        return "models--" + self.repo.replace("/", "--")
+
+    @property
+    def size_text(self) -> str:
+        return format_size(self.size_bytes)
+
+    def names(self) -> tuple[str, ...]:
+        """Every spelling that refers to this entry (lower case)."""
+        return (self.name.lower(), self.repo.lower(), self.repo.split("/")[-1].lower())
+
+
+_catalog_lock = threading.Lock()
+_catalog_cache: list[CatalogEntry] | None = None
+
+
+def _catalog_text() -> str:
+    """``resources/models.json``: beside the ``core`` package (source tree, wheel), else as package data."""
+    path = Path(__file__).resolve().parents[2] / "resources" / "models.json"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    try:
+        from importlib.resources import files
+
+        return files("resources").joinpath("models.json").read_text(encoding="utf-8")
+    except Exception as exc:  # noqa: BLE001 - any packaging oddity ends in the same message
+        raise ModelError(f"the model catalog resources/models.json is missing from this installation ({type(exc).__name__})") from None
+
+
+def _parse_catalog(text: str) -> list[CatalogEntry]:
+    data = json.loads(text)
+    entries = []
+    for raw in data["models"]:
+        entry = CatalogEntry(
+            name=raw["name"],
+            role=raw["role"],
+            repo=raw["repo"],
+            revision=raw.get("revision", "main"),
+            size_bytes=int(raw["size_bytes"]),
+            licence=raw["licence"],
+            description=raw.get("description", ""),
+            fetch_command=raw["fetch_command"],
+            required=tuple(raw["required"]),
+            include=tuple(raw.get("include", ())),
+            exclude=tuple(raw.get("exclude", ())),
+            default=bool(raw.get("default", False)),
+        )
+        if entry.role not in ROLES:
+            raise ModelError(f"models.json: model {entry.name!r} has unknown role {entry.role!r} (expected one of {', '.join(ROLES)})")
+        entries.append(entry)
+    return entries
+
+
+def catalog() -> list[CatalogEntry]:
+    """Every model of the catalog, in its file's order (read once, then cached)."""
+    global _catalog_cache
+    with _catalog_lock:
+        if _catalog_cache is None:
+            _catalog_cache = _parse_catalog(_catalog_text())
+        return list(_catalog_cache)
+
+
+def catalog_entry(name: str) -> CatalogEntry | None:
+    """The entry called ``name`` (short name, repo id or repo name; case-insensitive), else None."""
+    key = name.strip().lower()
+    for entry in catalog():
+        if key in entry.names():
+            return entry
+    return None
+
+
+def default_model(role: str) -> CatalogEntry:
+    """The catalog's default model of ``role`` (``renderer``, ``depth`` or ``segmenter``)."""
+    if role not in ROLES:
+        raise ModelError(f"unknown model role {role!r}: expected one of {', '.join(ROLES)}")
+    entries = [e for e in catalog() if e.role == role]
+    return next((e for e in entries if e.default), entries[0])
+
+
+def fetch_command(repo: str, revision: str = "main") -> str:
+    """The ``hf download`` command for a repo that is not in the catalog."""
+    return f"hf download {repo} --revision {revision}"
+
+
+def format_size(n: int | float) -> str:
+    """Bytes as text in decimal units (``5.2 GB``, ``99 MB``), as the hub shows them."""
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            if unit == "B":
+                return f"{int(n)} B"
+            return f"{n:.1f} {unit}" if n < 10 else f"{n:.0f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# Where to look
+# ---------------------------------------------------------------------------------------------
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache this process uses (``HF_HUB_CACHE``, ``HF_HOME/hub``, default)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def model_dirs(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Every folder searched for models, in order: the hub cache, ``$HANDLES_MODEL_DIRS``, ``extra_dirs``."""
+    out: list[Path] = [hub_cache_dir()]
+    env = os.environ.get(ENV_MODEL_DIRS, "")
+    for item in [*env.split(os.pathsep), *[os.fspath(d) for d in extra_dirs]]:
+        item = item.strip()
+        if item:
+            p = Path(os.path.expandvars(item)).expanduser()
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def _snapshot_candidates(repo_dir: Path, revision: str) -> list[Path]:
+    """Snapshots of a hub-cache repo folder, best first: the one ``refs/<revision>`` names, then newest."""
+    snaps_dir = repo_dir / "snapshots"
+    if not snaps_dir.is_dir():
+        return []
+    snaps = [p for p in snaps_dir.iterdir() if p.is_dir()]
+    first: list[Path] = []
+    ref = repo_dir / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+        if (snaps_dir / commit).is_dir():
+            first.append(snaps_dir / commit)
+    elif _COMMIT.match(revision) and (snaps_dir / revision).is_dir():
+        first.append(snaps_dir / revision)
+    rest = sorted((p for p in snaps if p not in first), key=lambda p: p.stat().st_mtime, reverse=True)
+    return first + rest
+
+
+def _candidate_folders(entry: CatalogEntry, dirs: Sequence[Path]) -> list[Path]:
+    """Folders that may hold ``entry``, best first (hub-cache snapshots, then plain folders)."""
+    org, _, short = entry.repo.partition("/")
+    out: list[Path] = []
+    for d in dirs:
+        for repo_dir in (d / entry.cache_folder_name, d / "hub" / entry.cache_folder_name):
+            out.extend(_snapshot_candidates(repo_dir, entry.revision))
+        for plain in (d / entry.name, d / short, d / f"{org}--{short}", d / org / short):
+            if plain.is_dir() and not (plain / "snapshots").is_dir():
+                out.append(plain)
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    return unique
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a folder
+# ---------------------------------------------------------------------------------------------
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path.name} is corrupt ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path.name} is corrupt (not a JSON object)")
+    return data
+
+
+def check_weights_file(path: Path) -> None:
+    """Raise :class:`ModelError` (without the folder) when a weights file is visibly broken.
+
+    Checks: not empty, not a Git LFS pointer, for safetensors a parseable header whose tensors
+    cover the file exactly (a truncated download fails), for ``.bin`` a readable zip archive or a
+    pickle stream. Index files (``*.index.json``) must parse and name shards that pass too.
+    """
+    if not path.exists():
+        raise ModelError(f"{path.name} is missing (a broken link into the cache?)")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"{path.name} is corrupt (empty file)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head.startswith(b"version https://git-lfs"):
+            raise ModelError(f"{path.name} is a Git LFS pointer, not the weights (fetch the real file)")
+        if path.name.endswith(".index.json"):
+            data = _read_json(path)
+            shards = sorted(set((data.get("weight_map") or {}).values()))
+            if not shards:
+                raise ModelError(f"{path.name} is corrupt (no weight_map)")
+            for shard in shards:
+                check_weights_file(path.parent / shard)
+            return
+        if path.suffix == ".safetensors":
+            if size < 8:
+                raise ModelError(f"{path.name} is corrupt (too short for a safetensors file)")
+            n = int.from_bytes(head[:8], "little")
+            if n <= 1 or n > size - 8 or n > 100_000_000:
+                raise ModelError(f"{path.name} is corrupt (bad safetensors header)")
+            f.seek(8)
+            try:
+                header = json.loads(f.read(n).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise ModelError(f"{path.name} is corrupt (unreadable safetensors header)") from None
+            try:
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+                raise ModelError(f"{path.name} is corrupt (bad safetensors header)") from None
+            if 8 + n + end != size:
+                raise ModelError(f"{path.name} is corrupt (truncated: {size} bytes, the header says {8 + n + end})")
+            return
+    if path.suffix in (".bin", ".pt", ".pth", ".ckpt"):
+        if zipfile.is_zipfile(path):
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    zf.namelist()
+            except (zipfile.BadZipFile, OSError):
+                raise ModelError(f"{path.name} is corrupt (bad zip archive)") from None
+        elif not head[:1] == b"\x80":  # a legacy pickle starts with the PROTO opcode
+            raise ModelError(f"{path.name} is corrupt (neither a PyTorch zip archive nor a pickle)")
+
+
+def _first_existing(folder: Path, alternatives: str) -> Path | None:
+    for alt in alternatives.split("|"):
+        if any(ch in alt for ch in "*?["):
+            hits = sorted(folder.glob(alt))
+            if hits:
+                return hits[0]
+        elif (folder / alt).exists():
+            return folder / alt
+    return None
+
+
+def detect_role(folder: Path) -> str | None:
+    """The role a folder's layout suggests: ``renderer`` (model_index.json), ``segmenter`` (SAM
+    config), ``depth`` (other transformers config), or None."""
+    if (folder / "model_index.json").is_file():
+        return "renderer"
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        model_type = str(data.get("model_type", "")) if isinstance(data, dict) else ""
+        return "segmenter" if model_type.startswith("sam") else "depth"
+    return None
+
+
+def check_model_folder(folder: str | os.PathLike, role: str | None = None, entry: CatalogEntry | None = None) -> str:
+    """Check that ``folder`` holds a complete, readable model; return its role.
+
+    ``role`` (if given) must match the folder's layout. Raises :class:`ModelError` naming the
+    folder and the missing or corrupt component.
+    """
+    folder = Path(folder)
+    hint = f" (re-fetch with: {entry.fetch_command})" if entry else ""
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist{hint}")
+    found = detect_role(folder)
+    if role is None:
+        role = entry.role if entry else found
+    if role is None:
+        raise ModelError(
+            f"{folder} is not a model folder: expected model_index.json (a diffusers pipeline) or config.json (a transformers model){hint}"
+        )
+    if role not in ROLES:
+        raise ModelError(f"unknown model role {role!r}: expected one of {', '.join(ROLES)}")
+    if found is not None and found != role:
+        raise ModelError(f"{folder} holds a {found} model, not a {role}: expected {_ROLE_WORDS[role]}")
+
+    requirements = entry.required if entry else ROLE_REQUIREMENTS[role]
+    for alternatives in requirements:
+        hit = _first_existing(folder, alternatives)
+        if hit is None:
+            names = " or ".join(alternatives.split("|"))
+            raise ModelError(f"model folder {folder} is incomplete: {names} is missing{hint or '; expected ' + _ROLE_WORDS[role]}")
+    try:
+        _check_contents(folder, role)
+    except ModelError as exc:
+        raise ModelError(f"model folder {folder}: {exc}{hint}") from None
+    return role
+
+
+def _check_contents(folder: Path, role: str) -> None:
+    """JSON configs parse; every weights file present passes :func:`check_weights_file`; role checks."""
+    if role == "renderer":
+        index = _read_json(folder / "model_index.json")
+        for part in ("unet", "vae", "text_encoder"):
+            cfg = _read_json(folder / part / "config.json")
+            if part == "unet":
+                channels = cfg.get("in_channels")
+                if channels != 5:
+                    raise ModelError(
+                        f"unet/config.json has in_channels={channels}: not a depth-conditioned UNet "
+                        "(expected 5 = 4 latent + 1 depth, as in stabilityai/stable-diffusion-2-depth)"
+                    )
+        _read_json(folder / "scheduler" / "scheduler_config.json")
+        cls = index.get("_class_name", "")
+        if cls and "Depth2Img" not in cls and "Depth" not in cls:
+            raise ModelError(f"model_index.json names {cls}, not StableDiffusionDepth2ImgPipeline")
+        weight_dirs = [folder / p for p in ("unet", "vae", "text_encoder")]
+    else:
+        cfg = _read_json(folder / "config.json")
+        model_type = str(cfg.get("model_type", ""))
+        if role == "segmenter" and not model_type.startswith("sam"):
+            raise ModelError(f"config.json has model_type={model_type!r}: not a SAM model")
+        for name in ("preprocessor_config.json", "processor_config.json"):
+            if (folder / name).exists():
+                _read_json(folder / name)
+        weight_dirs = [folder]
+    for d in weight_dirs:
+        checked = 0
+        for p in sorted(d.iterdir()):
+            if p.name.endswith(".index.json") or p.suffix in _WEIGHT_SUFFIXES:
+                if p.suffix in _WEIGHT_SUFFIXES and re.search(r"-\d{5}-of-\d{5}\.", p.name):
+                    continue  # a shard: checked through its index
+                try:
+                    check_weights_file(p)
+                except ModelError as exc:
+                    rel = p.relative_to(folder).as_posix()
+                    raise ModelError(str(exc).replace(p.name, rel, 1)) from None
+                checked += 1
+        if checked == 0:  # pragma: no cover - the requirements above name a weights file
+            raise ModelError(f"{d.relative_to(folder).as_posix() or '.'}: no weights file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a model
+# ---------------------------------------------------------------------------------------------
+
+
+def _looks_like_path(text: str) -> bool:
+    """A folder rather than a name: absolute, relative with ./ or ~, a drive letter, or existing."""
+    return (
+        text.startswith(("/", "~", ".", "\\"))
+        or "\\" in text
+        or (len(text) > 1 and text[1] == ":")
+        or text.count("/") > 1
+        or Path(text).expanduser().is_dir()
+    )
+
+
+def _missing_message(entry: CatalogEntry, dirs: Sequence[Path]) -> str:
+    where = ", ".join(str(d) for d in dirs)
+    return (
+        f"model '{entry.name}' ({entry.repo}, {entry.role}, about {entry.size_text}) is not on disk; "
+        f"fetch it with: {entry.fetch_command}  (searched: {where}; or give a model folder with --model PATH)"
+    )
+
+
+def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_dirs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Resolve a model name or folder to a checked folder on disk.
+
+    ``name_or_path``: a folder (used as-is after checking its layout for ``role``), a hub-cache repo
+    folder ``models--org--name`` (its best snapshot), a catalog name (``sd2-depth``) or repo id
+    (``stabilityai/stable-diffusion-2-depth``), or another repo id found in the caches.
+    ``role``: ``renderer``, ``depth`` or ``segmenter`` to check the layout against (default: the
+    catalog entry's role, or what the folder looks like).
+
+    Raises :class:`ModelError` (one line): missing -> the ``hf download`` command to fetch it;
+    incomplete or corrupt -> the component at fault.
+    """
+    text = os.fspath(name_or_path).strip()
+    if not text:
+        raise ModelError("no model given: pass a model folder or a catalog name (see `handles-studio models list`)")
+    dirs = model_dirs(extra_dirs)
+    entry = catalog_entry(text)
+    path = Path(os.path.expandvars(text)).expanduser()
+
+    if isinstance(name_or_path, os.PathLike) or (entry is None and _looks_like_path(text)):
+        if not path.exists():
+            raise ModelError(f"model folder {path} does not exist")
+        if (path / "snapshots").is_dir():  # a hub-cache repo folder
+            snaps = _snapshot_candidates(path, "main")
+            if not snaps:
+                raise ModelError(f"{path} has no snapshots: the download did not finish")
+            errors = []
+            for snap in snaps:
+                try:
+                    check_model_folder(snap, role)
+                    return snap
+                except ModelError as exc:
+                    errors.append(str(exc))
+            raise ModelError(errors[0])
+        check_model_folder(path, role)
+        return path
+
+    if entry is not None:
+        if role is not None and role != entry.role:
+            raise ModelError(f"model '{entry.name}' is a {entry.role} model, not a {role}")
+        candidates = _candidate_folders(entry, dirs)
+        if not candidates:
+            raise ModelError(_missing_message(entry, dirs))
+        first_error: str | None = None
+        for folder in candidates:
+            try:
+                check_model_folder(folder, entry.role, entry)
+                return folder
+            except ModelError as exc:
+                first_error = first_error or str(exc)
+        raise ModelError(first_error or _missing_message(entry, dirs))
+
+    # Not in the catalog: an "org/name" repo id may still be cached.
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+        repo_dir_name = "models--" + text.replace("/", "--")
+        for d in dirs:
+            for repo_dir in (d / repo_dir_name, d / "hub" / repo_dir_name):
+                for snap in _snapshot_candidates(repo_dir, "main"):
+                    check_model_folder(snap, role)
+                    return snap
+        raise ModelError(
+            f"model '{text}' is not on disk; fetch it with: {fetch_command(text)}  (searched: {', '.join(map(str, dirs))})"
+        )
+    names = ", ".join(e.name for e in catalog() if role is None or e.role == role)
+    raise ModelError(f"unknown model '{text}': give a model folder or one of: {names}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Status (models list, the models dialog)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether a catalog model is usable: ``state`` is ``present``, ``incomplete`` or ``missing``.
+
+    ``path`` is the folder (present, or the broken one when incomplete); ``size_on_disk`` its bytes
+    (files counted once even when linked from several snapshots); ``problem`` the one-line reason
+    when not present.
+    """
+
+    entry: CatalogEntry
+    state: str
+    path: Path | None = None
+    size_on_disk: int | None = None
+    problem: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.state == "present"
+
+    def to_dict(self) -> dict:
+        e = self.entry
+        return {
+            "name": e.name,
+            "role": e.role,
+            "default": e.default,
+            "repo": e.repo,
+            "revision": e.revision,
+            "licence": e.licence,
+            "size_bytes": e.size_bytes,
+            "state": self.state,
+            "path": str(self.path) if self.path else None,
+            "size_on_disk": self.size_on_disk,
+            "problem": self.problem,
+            "fetch_command": e.fetch_command,
+        }
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (links followed; each real file counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, _dirs, files in os.walk(folder, followlinks=True):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key not in seen:
+                seen.add(key)
+                total += st.st_size
+    return total
+
+
+def model_status(entry: CatalogEntry, extra_dirs: Iterable[str | os.PathLike] = ()) -> ModelStatus:
+    """Where ``entry`` is on disk and whether it is complete (never raises for a missing model)."""
+    dirs = model_dirs(extra_dirs)
+    candidates = _candidate_folders(entry, dirs)
+    if not candidates:
+        return ModelStatus(entry, "missing", problem=_missing_message(entry, dirs))
+    first: tuple[Path, str] | None = None
+    for folder in candidates:
+        try:
+            check_model_folder(folder, entry.role, entry)
+        except ModelError as exc:
+            first = first or (folder, str(exc))
+            continue
+        return ModelStatus(entry, "present", folder, folder_size(folder))
+    assert first is not None
+    return ModelStatus(entry, "incomplete", first[0], folder_size(first[0]), first[1])
+
+
+def list_models(extra_dirs: Iterable[str | os.PathLike] = (), role: str | None = None) -> list[ModelStatus]:
+    """The status of every catalog model (of ``role``, if given), in catalog order."""
+    extra = list(extra_dirs)
+    return [model_status(e, extra) for e in catalog() if role is None or e.role == role]
+
+
+# ---------------------------------------------------------------------------------------------
+# Download (explicit, online)
+# ---------------------------------------------------------------------------------------------
+
+
+def _user_forced_offline() -> bool:
+    """True when the *user* asked for offline mode (not just core.ml's own default)."""
+    import core.ml as ml
+
+    user_value = getattr(ml, "USER_HF_HUB_OFFLINE", None)
+    if user_value is None:
+        return False
+    return user_value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds (name lookup included)."""
+    url = urlparse(hub_endpoint())
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 0.5)  # getaddrinfo has no timeout of its own: never wait longer than this
+    return bool(result and result[0])
+
+
+@dataclass
+class DownloadPlan:
+    """What :func:`download` would do: the repo, revision, patterns and target cache."""
+
+    entry: CatalogEntry
+    cache_dir: Path
+    allow_patterns: list[str] | None = field(default=None)
+    ignore_patterns: list[str] | None = field(default=None)
+
+
+def plan_download(name: str, cache_dir: str | os.PathLike | None = None) -> DownloadPlan:
+    entry = catalog_entry(name)
+    if entry is None:
+        names = ", ".join(e.name for e in catalog())
+        raise ModelError(f"unknown model '{name}': `models download` fetches catalog models: {names}")
+    return DownloadPlan(
+        entry,
+        Path(cache_dir).expanduser() if cache_dir else hub_cache_dir(),
+        list(entry.include) or None,
+        list(entry.exclude) or None,
+    )
+
+
+def download(name: str, cache_dir: str | os.PathLike | None = None, probe_timeout: float = 3.0) -> Path:
+    """Fetch catalog model ``name`` into the hub cache with ``huggingface_hub.snapshot_download``.
+
+    Offline (``HF_HUB_OFFLINE`` set by the user, or the hub unreachable within ``probe_timeout``
+    seconds) raises :class:`ModelError` with the command to run on a machine that has network.
+    Returns the checked snapshot folder.
+    """
+    plan = plan_download(name, cache_dir)
+    entry = plan.entry
+    elsewhere = (
+        f"run on a machine with network: {entry.fetch_command}, then copy its "
+        f"{entry.cache_folder_name} folder from the hub cache into {plan.cache_dir} or a folder listed in {ENV_MODEL_DIRS}"
+    )
+    if _user_forced_offline():
+        raise ModelError(f"cannot download '{entry.name}': offline mode is on (HF_HUB_OFFLINE is set); {elsewhere}")
+    if not hub_reachable(probe_timeout):
+        raise ModelError(f"cannot download '{entry.name}': {hub_endpoint()} is not reachable (no network?); {elsewhere}")
+
+    import huggingface_hub
+    from huggingface_hub import constants as hf_constants
+
+    previous = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = False  # the user asked for this download; only for its duration
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id=entry.repo,
+            revision=entry.revision,
+            cache_dir=str(plan.cache_dir),
+            allow_patterns=plan.allow_patterns,
+            ignore_patterns=plan.ignore_patterns,
+            etag_timeout=10,
+        )
+    except Exception as exc:  # noqa: BLE001 - network and hub errors of every kind
+        raise ModelError(f"download of '{entry.name}' failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; {elsewhere}") from None
+    finally:
+        hf_constants.HF_HUB_OFFLINE = previous
+    check_model_folder(folder, entry.role, entry)
+    return Path(folder)
+
+
+def matches_patterns(relpath: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Whether a repo file is fetched under include/exclude globs (as ``snapshot_download`` filters)."""
+    if include and not any(fnmatch.fnmatch(relpath, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatch(relpath, p) for p in exclude)
