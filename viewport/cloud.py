@@ -1,0 +1,221 @@
+"""The viewport's point cloud: the scene's lifted depth as GPU-ready arrays (no GL here).
+
+Frames and units: positions are in the photo's camera frame (``core.camera``: +X right, +Y down,
++Z forward), depth units, *before* any object transform: the view applies each object's
+``Transform3D`` as a model matrix at draw time, so dragging never re-uploads points.
+
+The cloud is made of groups laid out one after another in a single vertex buffer:
+
+* ``background``: photo pixels not covered by any object, in the photo's colours;
+* ``fill``: the background *behind* the objects (where the photo has no colour), at the filled
+  background depth, in a hatch pattern: hidden behind the objects while they stay in place, it
+  shows the hole as soon as an object moves away;
+* one group per object (its mask's pixels), keyed by the object's id.
+
+Each group is an :class:`open3d.geometry.PointCloud`, voxel-downsampled when the whole cloud
+exceeds the point budget; its axis-aligned bounding box frames the selection.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from core.scene import Scene
+
+BACKGROUND = "background"
+FILL = "fill"
+#: hatch colours of the filled background behind objects (RGB 0..255)
+HATCH_COLORS = np.array([[150, 40, 130], [70, 64, 78]], dtype=np.uint8)
+HATCH_PERIOD_PX = 6
+DEFAULT_POINT_BUDGET = 400_000
+#: bytes per vertex: float32 x, y, z + uint8 r, g, b, a
+VERTEX_BYTES = 16
+
+
+@dataclass
+class Group:
+    """Points ``first .. first + count`` of the vertex buffer. ``spacing``: mean distance between
+    neighbouring points in photo pixels (1 when not downsampled). ``lo``/``hi``: bounds (3,)."""
+
+    key: str
+    first: int
+    count: int
+    lo: np.ndarray
+    hi: np.ndarray
+    spacing: float = 1.0
+
+
+@dataclass
+class CloudData:
+    """``vertices``: structured (N,) array with ``pos`` float32 (3,) and ``rgba`` uint8 (4,);
+    ``groups`` by key; ``pixels``: (N, 2) int32 (row, col) of each point's photo pixel
+    (for background and fill points; -1 for object points)."""
+
+    vertices: np.ndarray
+    groups: dict[str, Group]
+    pixels: np.ndarray
+    shape: tuple[int, int]
+    source_points: int
+
+    @property
+    def count(self) -> int:
+        return int(len(self.vertices))
+
+    def positions(self, key: str) -> np.ndarray:
+        g = self.groups[key]
+        return self.vertices["pos"][g.first : g.first + g.count]
+
+
+VERTEX_DTYPE = np.dtype([("pos", np.float32, 3), ("rgba", np.uint8, 4)])
+
+
+def lift(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points (H, W, 3) camera frame, colours (H, W, 3) float in [0, 1], object index (H, W) int16,
+    -1 = background). Uses ``core.geometry.lift.lift_scene`` when that module is present."""
+    try:
+        from core.geometry.lift import lift_scene
+    except ImportError:
+        lift_scene = None
+    if lift_scene is not None:
+        lifted = lift_scene(scene)
+        return np.asarray(lifted.points), np.asarray(lifted.colors), np.asarray(lifted.object_index)
+    points = scene.camera.unproject_depth(scene.depth).astype(np.float32)
+    colors = scene.photo.astype(np.float32) / 255.0
+    index = np.full(scene.depth.shape, -1, dtype=np.int16)
+    for k, obj in enumerate(scene.objects):  # the last object wins where masks overlap
+        index[obj.mask] = k
+    return points, colors, index
+
+
+def background_depth(scene: Scene) -> np.ndarray:
+    """Depth (H, W) of the background with the objects removed, depth units: the geometry
+    helper's Laplace fill when present, else the scene's known background depth, else a
+    nearest-valid-pixel fill. Never in front of the photo's own depth."""
+    depth = scene.depth.astype(np.float32)
+    union = np.zeros(depth.shape, dtype=bool)
+    for obj in scene.objects:
+        union |= obj.mask
+    if not union.any():
+        return depth
+    filled = None
+    try:
+        from core.geometry.fill import background_depth as fill_depth
+    except ImportError:
+        fill_depth = None
+    if fill_depth is not None:
+        filled = np.asarray(fill_depth(scene), dtype=np.float32)
+    elif scene.background_depth is not None:
+        filled = np.asarray(scene.background_depth, dtype=np.float32)
+    elif not union.all():
+        _, (ii, jj) = ndimage.distance_transform_edt(union, return_indices=True)
+        filled = depth[ii, jj]
+    else:
+        filled = depth.copy()
+    return np.maximum(filled, depth)
+
+
+def _voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel: float):
+    import open3d as o3d
+
+    pc = o3d.geometry.PointCloud()
+    pc.points = o3d.utility.Vector3dVector(points.astype(np.float64))
+    pc.colors = o3d.utility.Vector3dVector(colors.astype(np.float64))
+    down = pc.voxel_down_sample(float(voxel))
+    return np.asarray(down.points, dtype=np.float32), np.asarray(down.colors, dtype=np.float32)
+
+
+def _bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned bounds through Open3D (the same box the rest of the app would compute)."""
+    if len(points) == 0:
+        return np.zeros(3), np.zeros(3)
+    import open3d as o3d
+
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
+    box = pc.get_axis_aligned_bounding_box()
+    return np.asarray(box.min_bound, dtype=np.float64), np.asarray(box.max_bound, dtype=np.float64)
+
+
+def build_cloud(scene: Scene, point_budget: int | None = DEFAULT_POINT_BUDGET) -> CloudData:
+    """Lift ``scene`` into the view's vertex buffer (see module docstring).
+
+    ``point_budget``: the most points in the buffer; above it every group is voxel-downsampled
+    (voxel size from the pixel footprint ``z / focal``) until the total fits. None: no limit.
+    """
+    points, colors, index = lift(scene)
+    h, w = scene.depth.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    # hatch pattern of the hole (the filled background behind objects)
+    obj_px = index >= 0
+    fill_depth = background_depth(scene)
+    fill_pts = scene.camera.unproject(cols[obj_px] + 0.5, rows[obj_px] + 0.5, fill_depth[obj_px]).astype(np.float32)
+    stripe = ((rows[obj_px] + cols[obj_px]) // HATCH_PERIOD_PX) % 2
+    fill_rgb = HATCH_COLORS[stripe].astype(np.float32) / 255.0
+
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+    bg = ~obj_px
+    parts.append((BACKGROUND, points[bg], colors[bg], np.stack([rows[bg], cols[bg]], axis=1)))
+    parts.append((FILL, fill_pts, fill_rgb, np.stack([rows[obj_px], cols[obj_px]], axis=1)))
+    for k, obj in enumerate(scene.objects):
+        sel = index == k
+        parts.append((obj.id, points[sel], colors[sel], np.full((int(sel.sum()), 2), -1, dtype=np.int64)))
+    total = sum(len(p[1]) for p in parts)
+
+    spacing = 1.0
+    if point_budget is not None and total > point_budget:
+        # footprint of one photo pixel at the median depth; voxels of k pixels keep ~1/k^2 points
+        footprint = float(np.median(scene.depth)) / scene.camera.focal
+        voxel = footprint * math.sqrt(total / point_budget)
+        for _ in range(6):
+            down = []
+            for key, p, c, _px in parts:
+                dp, dc = _voxel_downsample(p, c, voxel) if len(p) else (p, c)
+                down.append((key, dp, dc))
+            n = sum(len(d[1]) for d in down)
+            if n <= point_budget:
+                break
+            voxel *= math.sqrt(n / point_budget) * 1.05
+        spacing = voxel / footprint
+        new_parts = []
+        for (key, dp, dc), (_k, _p, _c, px) in zip(down, parts):
+            if key == BACKGROUND or key == FILL:
+                x, y, _z = scene.camera.project(dp)
+                pix = np.stack([np.clip(np.floor(y), 0, h - 1), np.clip(np.floor(x), 0, w - 1)], axis=1)
+                pix = np.nan_to_num(pix, nan=0).astype(np.int64)
+            else:
+                pix = np.full((len(dp), 2), -1, dtype=np.int64)
+            new_parts.append((key, dp, dc, pix))
+        parts = new_parts
+
+    n = sum(len(p[1]) for p in parts)
+    vertices = np.empty(n, dtype=VERTEX_DTYPE)
+    pixels = np.empty((n, 2), dtype=np.int32)
+    groups: dict[str, Group] = {}
+    first = 0
+    for key, p, c, px in parts:
+        m = len(p)
+        vertices["pos"][first : first + m] = p
+        vertices["rgba"][first : first + m, :3] = np.clip(np.asarray(c) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        vertices["rgba"][first : first + m, 3] = 255
+        pixels[first : first + m] = px
+        lo, hi = _bounds(np.asarray(p))
+        groups[key] = Group(key, first, m, lo, hi, spacing)
+        first += m
+    return CloudData(vertices, groups, pixels, (h, w), total)
+
+
+def hole_flags(cloud: CloudData, mask: np.ndarray | None) -> np.ndarray:
+    """(N,) uint8: 255 for background and fill points whose photo pixel is in ``mask`` (H, W) bool."""
+    flags = np.zeros(cloud.count, dtype=np.uint8)
+    if mask is None:
+        return flags
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != cloud.shape:
+        raise ValueError(f"hole mask shape {mask.shape} does not match the scene's {cloud.shape}")
+    px = cloud.pixels
+    ok = px[:, 0] >= 0
+    flags[ok] = np.where(mask[px[ok, 0], px[ok, 1]], 255, 0).astype(np.uint8)
+    return flags

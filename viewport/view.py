@@ -1,0 +1,728 @@
+"""PointCloudView: the interactive 3D view of a scene (Qt OpenGL widget).
+
+It draws the scene's lifted point cloud (see :mod:`viewport.cloud`) with modern GL through
+``PySide6.QtOpenGL`` (one vertex buffer, one draw call per group, each object's
+:class:`core.transform.Transform3D` as a model matrix uniform, so a drag never re-uploads points),
+the selected object tinted with its bounding box, the hole (the filled background behind the
+objects) hatched, and the gizmo of the selected object. Picking and drag math live in
+:mod:`core.gizmo`, the camera in :mod:`core.viewcam`.
+
+Frames: world = the photo's camera frame (+X right, +Y down, +Z forward, depth units).
+
+Mouse: left drag on a gizmo handle edits the selected object (Ctrl snaps); left drag elsewhere
+or Alt+left drag orbits; middle or Shift+left drag pans; the wheel zooms towards the cursor; a
+left click picks an object. Keys: F frames the selection (or the scene), Home looks through the
+photo's camera, +/- change the point size, Esc (or a right click) cancels a drag.
+
+Contract with the editor: during a drag the view writes the dragged object's ``transform`` on the
+scene (so previews reading the scene follow) and emits ``transformPreview`` on every mouse move;
+at release it emits ``transformCommitted(id, old, new)`` (the editor records the undo step; the
+object already holds ``new``); on cancel it restores ``old`` and emits ``dragCancelled``. The view
+keeps no undo history. After changing transforms elsewhere call :meth:`refresh_object`; after
+changing masks or the object list call :meth:`set_scene` again (or :meth:`refresh_object`, which
+notices a changed mask).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QMatrix4x4, QSurfaceFormat, QVector4D
+from PySide6.QtOpenGL import QOpenGLBuffer, QOpenGLShader, QOpenGLShaderProgram, QOpenGLVertexArrayObject
+from PySide6.QtOpenGLWidgets import QOpenGLWidget
+
+from core import gizmo as gz
+from core.scene import Scene
+from core.transform import Transform3D
+from core.viewcam import OrbitCamera
+from viewport.cloud import BACKGROUND, DEFAULT_POINT_BUDGET, FILL, VERTEX_BYTES, CloudData, build_cloud, hole_flags
+
+# GL enums (PySide6 does not export them)
+GL_POINTS, GL_LINES, GL_TRIANGLES = 0x0000, 0x0001, 0x0004
+GL_UNSIGNED_BYTE, GL_FLOAT = 0x1401, 0x1406
+GL_DEPTH_TEST, GL_BLEND, GL_LEQUAL = 0x0B71, 0x0BE2, 0x0203
+GL_SRC_ALPHA, GL_ONE_MINUS_SRC_ALPHA = 0x0302, 0x0303
+GL_COLOR_BUFFER_BIT, GL_DEPTH_BUFFER_BIT = 0x4000, 0x0100
+GL_PROGRAM_POINT_SIZE = 0x8642
+
+BACKGROUND_RGB = (0.13, 0.135, 0.15)
+SELECTION_TINT = (1.0, 0.62, 0.12, 0.38)
+HOLE_RGBA = (1.0, 0.15, 0.55, 0.85)
+MAX_POINT_SIZE = 24.0
+CLICK_SLOP_PX = 4.0
+#: automatic point size factor away from the photo's own viewpoint (1 there: one pixel per point)
+OFF_PHOTO_COVERAGE = 1.4
+
+_VERTEX_SRC = """
+attribute vec3 a_pos;
+attribute vec4 a_color;
+attribute float a_flag;
+uniform mat4 u_mvp;
+uniform float u_size_k;     // auto size: pixels per (source depth / clip w); 0 = fixed
+uniform float u_size_fixed; // fixed size in device pixels
+uniform vec4 u_tint;
+uniform vec4 u_flag_color;
+varying vec4 v_color;
+void main() {
+    gl_Position = u_mvp * vec4(a_pos, 1.0);
+    float s = u_size_k > 0.0 ? ceil(u_size_k * a_pos.z / max(gl_Position.w, 1e-6) - 0.02) : u_size_fixed;
+    gl_PointSize = clamp(s, 1.0, %(max_size).1f);
+    vec3 c = mix(a_color.rgb, u_tint.rgb, u_tint.a);
+    c = mix(c, u_flag_color.rgb, a_flag * u_flag_color.a);
+    v_color = vec4(c, a_color.a);
+}
+"""
+
+_FRAGMENT_SRC = """
+varying vec4 v_color;
+void main() { gl_FragColor = v_color; }
+"""
+
+
+def _shader_sources(context) -> tuple[str, str]:
+    """Vertex and fragment sources for the context's GLSL flavour (ES, core or compatibility)."""
+    vs = _VERTEX_SRC % {"max_size": MAX_POINT_SIZE}
+    fs = _FRAGMENT_SRC
+    fmt = context.format()
+    if context.isOpenGLES():
+        return "#version 100\nprecision highp float;\n" + vs, "#version 100\nprecision mediump float;\n" + fs
+    if fmt.profile() == QSurfaceFormat.OpenGLContextProfile.CoreProfile:
+        return (
+            "#version 330 core\n#define attribute in\n#define varying out\n" + vs,
+            "#version 330 core\n#define varying in\nout vec4 fragColor;\n#define gl_FragColor fragColor\n" + fs,
+        )
+    return "#version 120\n" + vs, "#version 120\n" + fs
+
+
+def _qmatrix(m: np.ndarray) -> QMatrix4x4:
+    return QMatrix4x4(*np.asarray(m, dtype=np.float64).reshape(16).tolist())
+
+
+def _box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
+_BOX_EDGES = [(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)]
+
+
+class PointCloudView(QOpenGLWidget):
+    """The 3D view of a scene. See the module docstring for the mouse, keys and signal contract."""
+
+    #: (object id, Transform3D) on every mouse move of a drag
+    transformPreview = Signal(str, object)
+    #: (object id, old Transform3D, new Transform3D) at the end of a drag that changed something
+    transformCommitted = Signal(str, object, object)
+    #: (object id) a drag was cancelled (Esc or right click); the object has its old transform back
+    dragCancelled = Signal(str)
+    #: (object id or None) after a click on an object (or on nothing)
+    objectPicked = Signal(object)
+
+    def __init__(self, parent=None, point_budget: int | None = DEFAULT_POINT_BUDGET):
+        super().__init__(parent)
+        fmt = QSurfaceFormat.defaultFormat()
+        fmt.setDepthBufferSize(24)
+        fmt.setSamples(0)
+        self.setFormat(fmt)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMouseTracking(True)
+        self.setMinimumSize(160, 120)
+        self.point_budget = point_budget
+        self.camera = OrbitCamera(size=(max(1, self.width()), max(1, self.height())))
+        self._scene: Scene | None = None
+        self._cloud: CloudData | None = None
+        self._pivots: dict[str, np.ndarray] = {}
+        self._mask_keys: dict[str, tuple] = {}
+        self._selected: str | None = None
+        self._mode = gz.MOVE
+        self._frame = "local"
+        self._point_size: float | None = None  # None: automatic (continuous surface)
+        self._hole_mask: np.ndarray | None = None
+        self._hover: gz.Handle | None = None
+        self._drag: gz.GizmoDrag | None = None
+        self._drag_id: str | None = None
+        self._nav: str | None = None  # "orbit" | "pan" | "pending" (left press, may become a click)
+        self._last_pos = QPointF()
+        self._press_pos = QPointF()
+        # GL state
+        self._gl_ready = False
+        self._gl_error: str | None = None
+        self._program: QOpenGLShaderProgram | None = None
+        self._vbo: QOpenGLBuffer | None = None
+        self._flag_vbo: QOpenGLBuffer | None = None
+        self._vao: QOpenGLVertexArrayObject | None = None
+        self._giz_vbo: QOpenGLBuffer | None = None
+        self._giz_vao: QOpenGLVertexArrayObject | None = None
+        self._upload_pending = False
+        self._flags_pending = False
+        self._uploaded_count = 0
+        self.last_frame_ms = 0.0
+
+    # ================================================================ public API
+    def scene(self) -> Scene | None:
+        return self._scene
+
+    def cloud(self) -> CloudData | None:
+        return self._cloud
+
+    def set_scene(self, scene: Scene | None) -> None:
+        """Show ``scene`` (or nothing): rebuilds the point cloud and looks through the photo's camera."""
+        self._cancel_drag(emit=True)
+        self._scene = scene
+        self._cloud = None
+        self._pivots.clear()
+        self._mask_keys.clear()
+        if self._selected is not None and (scene is None or not any(o.id == self._selected for o in scene.objects)):
+            self._selected = None
+        self._hole_mask = None
+        if scene is not None:
+            self._rebuild()
+            self.reset_camera()
+        self._hover = None
+        self.update()
+
+    def _rebuild(self) -> None:
+        scene = self._scene
+        self._cloud = build_cloud(scene, self.point_budget)
+        self._pivots = {o.id: scene.pivot(o) for o in scene.objects}
+        self._mask_keys = {o.id: self._mask_key(o) for o in scene.objects}
+        if self._hole_mask is not None and self._hole_mask.shape != self._cloud.shape:
+            self._hole_mask = None
+        self._upload_pending = True
+        self._flags_pending = True
+
+    @staticmethod
+    def _mask_key(obj) -> tuple:
+        return (id(obj.mask), int(np.count_nonzero(obj.mask)))
+
+    def selected(self) -> str | None:
+        return self._selected
+
+    def set_selected(self, object_id: str | None) -> None:
+        """Highlight the object ``object_id`` and show its gizmo (None: nothing selected)."""
+        if object_id is not None and (self._scene is None or object_id not in self._pivots):
+            raise KeyError(f"no object with id {object_id!r} in the view's scene")
+        if object_id != self._selected:
+            self._cancel_drag(emit=True)
+            self._selected = object_id
+            self._hover = None
+            self.update()
+
+    def gizmo_mode(self) -> str:
+        return self._mode
+
+    def set_gizmo_mode(self, mode: str) -> None:
+        """"move", "rotate" or "scale"."""
+        if mode not in gz.MODES:
+            raise ValueError(f"gizmo mode must be one of {', '.join(gz.MODES)}, got {mode!r}")
+        if mode != self._mode:
+            self._cancel_drag(emit=True)
+            self._mode = mode
+            self._hover = None
+            self.update()
+
+    def gizmo_frame(self) -> str:
+        return self._frame
+
+    def set_frame(self, frame: str) -> None:
+        """Gizmo axes: "local" (the object's rotated axes) or "camera" (the photo camera's axes)."""
+        if frame not in gz.FRAMES:
+            raise ValueError(f"gizmo frame must be 'local' or 'camera', got {frame!r}")
+        if frame != self._frame:
+            self._cancel_drag(emit=True)
+            self._frame = frame
+            self.update()
+
+    def point_size(self) -> float | None:
+        """Fixed point size in pixels, or None for the automatic size (each point covers its share
+        of the surface: a continuous picture from any viewpoint, one pixel per point through the
+        photo's camera at the photo's size)."""
+        return self._point_size
+
+    def set_point_size(self, px: float | None) -> None:
+        """Fixed point size in pixels (1..24), or None / 0 for the automatic size."""
+        if px is None or px == 0:
+            self._point_size = None
+        else:
+            px = float(px)
+            if not math.isfinite(px) or px < 0:
+                raise ValueError(f"point size must be a positive number of pixels, got {px!r}")
+            self._point_size = float(np.clip(px, 1.0, MAX_POINT_SIZE))
+        self.update()
+
+    def set_hole_mask(self, mask: np.ndarray | None) -> None:
+        """Highlight the background points of the pixels in ``mask`` ((H, W) bool at the scene's
+        working size, e.g. the preview's hole), or nothing with None."""
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if self._cloud is not None and mask.shape != self._cloud.shape:
+                raise ValueError(f"hole mask shape {mask.shape} does not match the scene's {self._cloud.shape}")
+        self._hole_mask = mask
+        self._flags_pending = True
+        self.update()
+
+    def refresh_object(self, object_id: str | None = None) -> None:
+        """Redraw after an object's transform or visibility changed outside the view (None: all);
+        rebuilds the cloud when masks or the object list changed."""
+        if self._scene is None:
+            return
+        ids = [o.id for o in self._scene.objects]
+        if set(ids) != set(self._pivots) or any(self._mask_keys.get(o.id) != self._mask_key(o) for o in self._scene.objects):
+            self._cancel_drag(emit=True)
+            self._rebuild()
+            if self._selected is not None and self._selected not in self._pivots:
+                self._selected = None
+        self.update()
+
+    def reset_camera(self) -> None:
+        """Look exactly through the photo's camera (Home)."""
+        if self._scene is None:
+            return
+        self.camera.set_size(self.width(), self.height())
+        self.camera.reset_to_photo(self._scene.camera, float(np.median(self._scene.depth)))
+        self.update()
+
+    def frame_selection(self) -> None:
+        """Aim at and fit the selected object (or the whole scene) (F)."""
+        if self._cloud is None:
+            return
+        if self._selected is not None:
+            lo, hi = self._object_bounds(self._selected)
+        else:
+            lo, hi = self._scene_bounds()
+        self.camera.frame_bounds(lo, hi)
+        self.update()
+
+    def pivot(self, object_id: str) -> np.ndarray:
+        """The object's pivot (world, depth units): the centre of its untransformed points."""
+        return self._pivots[object_id].copy()
+
+    def gizmo_pose(self) -> gz.GizmoPose | None:
+        """Pose of the selected object's gizmo for the current camera (None without selection)."""
+        obj = self._selected_object()
+        if obj is None:
+            return None
+        self.camera.set_size(self.width(), self.height())
+        return gz.gizmo_pose(self._pivots[obj.id], obj.transform, self._frame, self.camera)
+
+    def hovered_handle(self) -> gz.Handle | None:
+        return self._hover
+
+    def is_dragging(self) -> bool:
+        return self._drag is not None
+
+    def gl_error(self) -> str | None:
+        """Why GL could not be set up (None when fine)."""
+        return self._gl_error
+
+    def pick_object(self, x: float, y: float, radius_px: float = 4.0) -> str | None:
+        """The id of the visible object whose nearest point is drawn at screen ``(x, y)`` (pixels),
+        or None when the background (or nothing) is there."""
+        if self._cloud is None or self._scene is None:
+            return None
+        cam = self.camera
+        best_z, best_key = math.inf, None
+        vis = {o.id: o for o in self._scene.objects if o.visible}
+        keys = [BACKGROUND, FILL, *vis]
+        for key in keys:
+            g = self._cloud.groups.get(key)
+            if g is None or g.count == 0:
+                continue
+            pts = self._cloud.positions(key)
+            if key in vis:
+                o = vis[key]
+                pts = o.transform.apply(pts, self._pivots[key])
+            px, py, pz = cam.project(pts)
+            near = (np.abs(px - x) <= radius_px) & (np.abs(py - y) <= radius_px) & (pz > 0)
+            if near.any():
+                z = float(pz[near].min())
+                if z < best_z:
+                    best_z, best_key = z, key
+        return best_key if best_key in vis else None
+
+    # ================================================================ geometry helpers
+    def _selected_object(self):
+        if self._scene is None or self._selected is None:
+            return None
+        try:
+            obj = self._scene.object_by_id(self._selected)
+        except KeyError:
+            return None
+        return obj if obj.visible else None
+
+    def _object_bounds(self, object_id: str) -> tuple[np.ndarray, np.ndarray]:
+        g = self._cloud.groups[object_id]
+        obj = self._scene.object_by_id(object_id)
+        c = obj.transform.apply(_box_corners(g.lo, g.hi), self._pivots[object_id])
+        return c.min(axis=0), c.max(axis=0)
+
+    def _scene_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        boxes = []
+        for key, g in self._cloud.groups.items():
+            if g.count == 0:
+                continue
+            if key in (BACKGROUND, FILL):
+                boxes.append(_box_corners(g.lo, g.hi))
+            else:
+                boxes.append(np.stack(self._object_bounds(key)))
+        if not boxes:
+            return np.zeros(3), np.ones(3)
+        allc = np.concatenate(boxes)
+        return allc.min(axis=0), allc.max(axis=0)
+
+    # ================================================================ GL
+    def initializeGL(self) -> None:
+        ctx = self.context()
+        self._gl_ready = False
+        try:
+            vs, fs = _shader_sources(ctx)
+            prog = QOpenGLShaderProgram(self)
+            if not prog.addShaderFromSourceCode(QOpenGLShader.ShaderTypeBit.Vertex, vs):
+                raise RuntimeError("vertex shader: " + prog.log())
+            if not prog.addShaderFromSourceCode(QOpenGLShader.ShaderTypeBit.Fragment, fs):
+                raise RuntimeError("fragment shader: " + prog.log())
+            prog.bindAttributeLocation("a_pos", 0)
+            prog.bindAttributeLocation("a_color", 1)
+            prog.bindAttributeLocation("a_flag", 2)
+            if not prog.link():
+                raise RuntimeError("shader link: " + prog.log())
+            self._program = prog
+            self._u = {n: prog.uniformLocation(n) for n in ("u_mvp", "u_size_k", "u_size_fixed", "u_tint", "u_flag_color")}
+            self._vbo = QOpenGLBuffer(QOpenGLBuffer.Type.VertexBuffer)
+            self._vbo.create()
+            self._vbo.setUsagePattern(QOpenGLBuffer.UsagePattern.StaticDraw)
+            self._flag_vbo = QOpenGLBuffer(QOpenGLBuffer.Type.VertexBuffer)
+            self._flag_vbo.create()
+            self._flag_vbo.setUsagePattern(QOpenGLBuffer.UsagePattern.DynamicDraw)
+            self._giz_vbo = QOpenGLBuffer(QOpenGLBuffer.Type.VertexBuffer)
+            self._giz_vbo.create()
+            self._giz_vbo.setUsagePattern(QOpenGLBuffer.UsagePattern.StreamDraw)
+            self._vao = QOpenGLVertexArrayObject(self)
+            self._vao.create()
+            self._giz_vao = QOpenGLVertexArrayObject(self)
+            self._giz_vao.create()
+            self._upload_pending = self._cloud is not None
+            self._flags_pending = self._cloud is not None
+            self._uploaded_count = 0
+            self._gl_ready = True
+            self._gl_error = None
+            ctx.aboutToBeDestroyed.connect(self._cleanup_gl)
+        except RuntimeError as exc:
+            self._gl_error = str(exc).strip().splitlines()[0] if str(exc).strip() else "OpenGL set-up failed"
+
+    def _cleanup_gl(self) -> None:
+        """Free the GL objects while their context still exists (it is going away)."""
+        if not self._gl_ready:
+            return
+        self.makeCurrent()
+        for vao in (self._vao, self._giz_vao):
+            if vao is not None:
+                vao.destroy()
+        for buf in (self._vbo, self._flag_vbo, self._giz_vbo):
+            if buf is not None:
+                buf.destroy()
+        self._program = None
+        self._vbo = self._flag_vbo = self._giz_vbo = None
+        self._vao = self._giz_vao = None
+        self._gl_ready = False
+        self.doneCurrent()
+
+    def _bind_cloud_attributes(self) -> None:
+        prog = self._program
+        self._vbo.bind()
+        prog.enableAttributeArray(0)
+        prog.setAttributeBuffer(0, GL_FLOAT, 0, 3, VERTEX_BYTES)
+        prog.enableAttributeArray(1)
+        prog.setAttributeBuffer(1, GL_UNSIGNED_BYTE, 12, 4, VERTEX_BYTES)  # normalised by Qt
+        self._vbo.release()
+        self._flag_vbo.bind()
+        prog.enableAttributeArray(2)
+        prog.setAttributeBuffer(2, GL_UNSIGNED_BYTE, 0, 1, 0)
+        self._flag_vbo.release()
+
+    def _bind_gizmo_attributes(self) -> None:
+        prog = self._program
+        self._giz_vbo.bind()
+        prog.enableAttributeArray(0)
+        prog.setAttributeBuffer(0, GL_FLOAT, 0, 3, 28)
+        prog.enableAttributeArray(1)
+        prog.setAttributeBuffer(1, GL_FLOAT, 12, 4, 28)
+        prog.disableAttributeArray(2)
+        self.context().functions().glVertexAttrib1f(2, 0.0)
+        self._giz_vbo.release()
+
+    def _upload(self) -> None:
+        if self._upload_pending and self._cloud is not None:
+            data = self._cloud.vertices.tobytes()
+            self._vbo.bind()
+            self._vbo.allocate(data, len(data))
+            self._vbo.release()
+            self._uploaded_count = self._cloud.count
+            self._upload_pending = False
+            self._flags_pending = True
+            if self._vao.isCreated():
+                self._vao.bind()
+                self._bind_cloud_attributes()
+                self._vao.release()
+        if self._flags_pending and self._cloud is not None:
+            flags = hole_flags(self._cloud, self._hole_mask).tobytes()
+            self._flag_vbo.bind()
+            self._flag_vbo.allocate(flags, len(flags))
+            self._flag_vbo.release()
+            self._flags_pending = False
+
+    def resizeGL(self, w: int, h: int) -> None:
+        self.camera.set_size(self.width(), self.height())
+
+    def paintGL(self) -> None:
+        t0 = time.perf_counter()
+        f = self.context().functions()
+        f.glClearColor(*BACKGROUND_RGB, 1.0)
+        f.glClear(GL_COLOR_BUFFER_BIT | GL_DEPTH_BUFFER_BIT)
+        if not self._gl_ready or self._scene is None or self._cloud is None:
+            return
+        self.camera.set_size(self.width(), self.height())
+        lo, hi = self._scene_bounds()
+        self.camera.set_bounds(lo, hi)
+        self._upload()
+        f.glEnable(GL_DEPTH_TEST)
+        f.glDepthFunc(GL_LEQUAL)
+        f.glDisable(GL_BLEND)
+        if not self.context().isOpenGLES():
+            f.glEnable(GL_PROGRAM_POINT_SIZE)
+        prog = self._program
+        prog.bind()
+        vp = self.camera.view_projection()
+        dpr = self.devicePixelRatioF()
+        photo_focal = self._scene.camera.focal
+        k_auto = self.camera.focal / photo_focal * dpr
+        if not self._at_photo_pose():
+            k_auto *= OFF_PHOTO_COVERAGE  # surfaces seen at an angle: slightly fatter points close gaps
+        prog.setUniformValue1f(self._u["u_size_fixed"], float((self._point_size or 1.0) * dpr))
+        prog.setUniformValue(self._u["u_flag_color"], QVector4D(*HOLE_RGBA))
+        if self._vao.isCreated():
+            self._vao.bind()
+        else:
+            self._bind_cloud_attributes()
+        objects = {o.id: o for o in self._scene.objects}
+        for key, g in self._cloud.groups.items():
+            if g.count == 0:
+                continue
+            model = np.eye(4)
+            scale = 1.0
+            tint = (0.0, 0.0, 0.0, 0.0)
+            if key not in (BACKGROUND, FILL):
+                obj = objects.get(key)
+                if obj is None or not obj.visible:
+                    continue
+                model = obj.transform.matrix(self._pivots[key])
+                scale = obj.transform.scale
+                if key == self._selected:
+                    tint = SELECTION_TINT
+            prog.setUniformValue(self._u["u_mvp"], _qmatrix(vp @ model))
+            prog.setUniformValue1f(self._u["u_size_k"], 0.0 if self._point_size else float(k_auto * g.spacing * scale))
+            prog.setUniformValue(self._u["u_tint"], QVector4D(*tint))
+            f.glDrawArrays(GL_POINTS, g.first, g.count)
+        if self._vao.isCreated():
+            self._vao.release()
+        self._draw_overlay(f, vp)
+        prog.release()
+        self.last_frame_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _at_photo_pose(self) -> bool:
+        cam = self.camera
+        return bool(np.linalg.norm(cam.eye) <= 1e-6 * max(cam.distance, 1e-9) and cam.forward[2] > 1.0 - 1e-9)
+
+    def _draw_overlay(self, f, vp: np.ndarray) -> None:
+        obj = self._selected_object()
+        if obj is None:
+            return
+        pose = gz.gizmo_pose(self._pivots[obj.id], obj.transform, self._frame, self.camera)
+        active = self._drag.handle if self._drag is not None else None
+        geo = gz.gizmo_geometry(self._mode, pose, self.camera, hover=None if active else self._hover, active=active)
+        # the selected object's bounding box, transformed with it
+        g = self._cloud.groups[obj.id]
+        box = obj.transform.apply(_box_corners(g.lo, g.hi), self._pivots[obj.id])
+        box_lines = np.array([[box[a], box[b]] for a, b in _BOX_EDGES])
+        box_cols = np.tile(np.array([[*SELECTION_TINT[:3], 0.7]]), (len(box_lines), 1))
+        lines = np.concatenate([box_lines, geo.lines])
+        lcols = np.concatenate([box_cols, geo.line_colors])
+        tri = geo.triangles.reshape(-1, 3)
+        tcol = np.repeat(geo.triangle_colors, 3, axis=0)
+        lin = lines.reshape(-1, 3)
+        lcol = np.repeat(lcols, 2, axis=0)
+        verts = np.concatenate([np.concatenate([tri, tcol], axis=1), np.concatenate([lin, lcol], axis=1)]).astype(np.float32)
+        data = verts.tobytes()
+        self._giz_vbo.bind()
+        self._giz_vbo.allocate(data, len(data))
+        self._giz_vbo.release()
+        prog = self._program
+        if self._giz_vao.isCreated():
+            self._giz_vao.bind()
+        self._bind_gizmo_attributes()
+        prog.setUniformValue(self._u["u_mvp"], _qmatrix(vp))
+        prog.setUniformValue1f(self._u["u_size_k"], 0.0)
+        prog.setUniformValue(self._u["u_tint"], QVector4D(0.0, 0.0, 0.0, 0.0))
+        f.glDisable(GL_DEPTH_TEST)
+        f.glEnable(GL_BLEND)
+        f.glBlendFunc(GL_SRC_ALPHA, GL_ONE_MINUS_SRC_ALPHA)
+        if len(tri):
+            f.glDrawArrays(GL_TRIANGLES, 0, len(tri))
+        if not self.context().isOpenGLES():
+            f.glLineWidth(2.0)
+        f.glDrawArrays(GL_LINES, len(tri), len(lin))
+        f.glDisable(GL_BLEND)
+        f.glEnable(GL_DEPTH_TEST)
+        if self._giz_vao.isCreated():
+            self._giz_vao.release()
+        else:
+            prog.disableAttributeArray(0)
+            prog.disableAttributeArray(1)
+
+    # ================================================================ drags
+    def _begin_drag(self, handle: gz.Handle, x: float, y: float) -> None:
+        obj = self._selected_object()
+        self._drag = gz.GizmoDrag(handle, self.camera.copy(), x, y, self._pivots[obj.id], obj.transform, self._frame)
+        self._drag_id = obj.id
+        self._hover = handle
+
+    def _cancel_drag(self, emit: bool = True) -> bool:
+        if self._drag is None:
+            return False
+        drag, obj_id = self._drag, self._drag_id
+        self._drag = None
+        self._drag_id = None
+        if self._scene is not None:
+            try:
+                self._scene.object_by_id(obj_id).transform = drag.cancel()
+            except KeyError:
+                pass
+        if emit:
+            self.dragCancelled.emit(obj_id)
+        self.update()
+        return True
+
+    def cancel_drag(self) -> bool:
+        """Cancel a running drag (the object gets its start transform back); False if none ran."""
+        return self._cancel_drag(emit=True)
+
+    # ================================================================ events
+    def mousePressEvent(self, event) -> None:
+        pos = event.position()
+        mods = event.modifiers()
+        button = event.button()
+        if button == Qt.MouseButton.RightButton:
+            if self._cancel_drag(emit=True):
+                event.accept()
+                return
+            super().mousePressEvent(event)
+            return
+        if self._drag is not None:
+            event.accept()
+            return
+        self._last_pos = QPointF(pos)
+        self._press_pos = QPointF(pos)
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and mods & Qt.KeyboardModifier.ShiftModifier):
+            self._nav = "pan"
+        elif button == Qt.MouseButton.LeftButton and mods & Qt.KeyboardModifier.AltModifier:
+            self._nav = "orbit"
+        elif button == Qt.MouseButton.LeftButton:
+            pose = self.gizmo_pose()
+            handle = gz.pick_handle(self._mode, pose, self.camera, pos.x(), pos.y()) if pose is not None else None
+            if handle is not None:
+                self._begin_drag(handle, pos.x(), pos.y())
+                self.update()
+            else:
+                self._nav = "pending"
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:
+        pos = event.position()
+        if self._drag is not None:
+            snap = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+            t = self._drag.update(pos.x(), pos.y(), snap=snap)
+            obj = self._scene.object_by_id(self._drag_id)
+            obj.transform = t
+            self.transformPreview.emit(self._drag_id, t)
+            self.update()
+            event.accept()
+            return
+        dx, dy = pos.x() - self._last_pos.x(), pos.y() - self._last_pos.y()
+        if self._nav == "pending":
+            moved = math.hypot(pos.x() - self._press_pos.x(), pos.y() - self._press_pos.y())
+            if moved > CLICK_SLOP_PX:
+                self._nav = "orbit"
+                dx, dy = pos.x() - self._press_pos.x(), pos.y() - self._press_pos.y()
+        if self._nav == "orbit":
+            self.camera.orbit(dx, dy)
+            self.update()
+        elif self._nav == "pan":
+            self.camera.pan(dx, dy)
+            self.update()
+        elif self._nav is None:
+            pose = self.gizmo_pose()
+            hover = gz.pick_handle(self._mode, pose, self.camera, pos.x(), pos.y()) if pose is not None else None
+            if hover != self._hover:
+                self._hover = hover
+                self.update()
+        self._last_pos = QPointF(pos)
+        event.accept()
+
+    def mouseReleaseEvent(self, event) -> None:
+        pos = event.position()
+        if self._drag is not None and event.button() == Qt.MouseButton.LeftButton:
+            drag, obj_id = self._drag, self._drag_id
+            snap = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+            new = drag.update(pos.x(), pos.y(), snap=snap)
+            self._drag = None
+            self._drag_id = None
+            obj = self._scene.object_by_id(obj_id)
+            obj.transform = new
+            if new != drag.start:
+                self.transformCommitted.emit(obj_id, drag.start, new)
+            self.update()
+            event.accept()
+            return
+        if self._nav == "pending" and event.button() == Qt.MouseButton.LeftButton:
+            picked = self.pick_object(pos.x(), pos.y())
+            if picked != self._selected:
+                self._selected = picked
+                self._hover = None
+                self.update()
+            self.objectPicked.emit(picked)
+        self._nav = None
+        event.accept()
+
+    def wheelEvent(self, event) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            pos = event.position()
+            self.camera.zoom(0.85**steps, anchor=(pos.x(), pos.y()))
+            self.update()
+        event.accept()
+
+    def keyPressEvent(self, event) -> None:
+        key = event.key()
+        if key == Qt.Key.Key_Escape and self._drag is not None:
+            self._cancel_drag(emit=True)
+        elif key == Qt.Key.Key_F:
+            self.frame_selection()
+        elif key == Qt.Key.Key_Home:
+            self.reset_camera()
+        elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+            self.set_point_size((self._point_size or 1.0) + 1.0)
+        elif key == Qt.Key.Key_Minus:
+            size = (self._point_size or 1.0) - 1.0
+            self.set_point_size(None if size < 1.0 else size)
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+    def leaveEvent(self, event) -> None:
+        if self._hover is not None and self._drag is None:
+            self._hover = None
+            self.update()
+        super().leaveEvent(event)
