@@ -1,0 +1,241 @@
+"""The Diffusion Handles scene folder format (the reference implementation's test scenes).
+
+A scene folder holds::
+
+    input.png        the photo (8-bit RGB)
+    mask.png         the object mask (8-bit gray; object where > 127)
+    depth.exr        z-depth of input.png (one channel, e.g. float16 "Y"), about metres
+    bg_depth.exr     optional: depth of the photo with the object removed -> Scene.background_depth
+    prompt.txt       optional: caption of the photo -> Scene.prompt
+    fg_prompt.txt    optional: caption of the object (not used for the object's name, see below)
+    transforms.json  optional: named edits {"edit_000": {"translation": [x, y, z],
+                     "rotation_axis": [x, y, z], "rotation_angle": degrees}, ...}
+
+Conventions of the format: pinhole camera with a 55 degree field of view over the larger image
+side; translations in the *Diffusion Handles frame* (+X image-left, +Y image-up, +Z away from the
+camera; depth units); rotation right-handed by ``rotation_angle`` degrees about
+``rotation_axis`` (any non-zero length, same frame) about the centroid of the object's 3D points.
+
+Import (:func:`load_dh_scene`) gives a :class:`core.scene.Scene` with one object named
+``"object"`` (always this name, whatever fg_prompt.txt says, so that scripts and variant keys are
+the same for every scene) and one *variant* per edit, keyed ``{"object": Transform3D}``; the
+object's current transform is the identity. Translations and rotation axes are converted to the
+camera frame with :func:`core.camera.dh_to_cam`; the angle is unchanged (the frame change is a
+proper rotation). An optional ``"scale"`` key (a Handles Studio extension; the reference has no
+scale) is read as the uniform scale.
+
+Export (:func:`transforms_to_dh`, :func:`write_transforms`) writes the inverse: axis-angle in the
+DH frame with a unit axis whose largest component is positive (the angle carries the sign, so
+a rotation of -29.1 degrees about +Y stays that, as in the reference files), the identity
+rotation as axis [0, 1, 0] and angle 0.0, and ``"scale"`` only when it is not 1.
+Import then export reproduces every reference edit to 1e-6.
+
+A scene whose photo is not at the working resolution (e.g. not 512x512) is resized: the photo
+with Lanczos, depth with :func:`core.io.resize_depth`, the mask by area coverage (>= 1/2).
+Translations need no change: they are in depth units, not pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core.camera import DEFAULT_FOV_DEG, Camera, cam_to_dh, dh_to_cam
+from core.errors import InputError
+from core.transform import Transform3D
+
+OBJECT_NAME = "object"
+REQUIRED_FILES = ("input.png", "mask.png", "depth.exr")
+
+
+def _vec(v, what: str, where: str) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.shape != (3,) or not np.all(np.isfinite(a)):
+        raise InputError(f"{where}: {what} must be 3 finite numbers, got {v!r}")
+    return a
+
+
+def transform_from_dh(d: dict, where: str = "transform") -> Transform3D:
+    """One DH edit ``{"translation", "rotation_axis", "rotation_angle"[, "scale"]}`` -> camera-frame Transform3D."""
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: an edit must be an object with translation, rotation_axis and rotation_angle")
+    unknown = set(d) - {"translation", "rotation_axis", "rotation_angle", "scale"}
+    if unknown:
+        raise InputError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    t = _vec(d.get("translation", [0.0, 0.0, 0.0]), "translation", where)
+    axis = _vec(d.get("rotation_axis", [0.0, 1.0, 0.0]), "rotation_axis", where)
+    angle = d.get("rotation_angle", 0.0)
+    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not math.isfinite(angle):
+        raise InputError(f"{where}: rotation_angle must be a number of degrees, got {angle!r}")
+    scale = d.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        raise InputError(f"{where}: scale must be a positive number, got {scale!r}")
+    if float(np.linalg.norm(axis)) < 1e-12 and abs(math.sin(math.radians(angle) / 2)) > 1e-12:
+        raise InputError(f"{where}: rotation_axis is zero but rotation_angle is {angle}")
+    return Transform3D.from_axis_angle(dh_to_cam(axis), float(angle), translation=tuple(dh_to_cam(t)), scale=float(scale))
+
+
+def transforms_from_dh(data: dict, source: str = "transforms.json") -> dict[str, Transform3D]:
+    """A whole transforms.json dict ``{edit name: edit}`` -> ``{edit name: camera-frame Transform3D}``."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected an object of named edits, got {type(data).__name__}")
+    return {str(name): transform_from_dh(edit, f"{source}: edit {name!r}") for name, edit in data.items()}
+
+
+def _clean(x: float) -> float:
+    """Round away float noise (1e-10) and turn -0.0 into 0.0 for tidy files."""
+    return round(float(x), 10) + 0.0
+
+
+def transform_to_dh(t: Transform3D) -> dict:
+    """Camera-frame Transform3D -> one DH edit (DH frame, degrees; see the module docstring)."""
+    axis_cam, angle = t.axis_angle()
+    if angle == 0.0:
+        axis = np.array([0.0, 1.0, 0.0])
+    else:
+        axis = cam_to_dh(axis_cam)
+        k = int(np.argmax(np.abs(axis)))
+        if axis[k] < 0:
+            axis, angle = -axis, -angle
+    out = {
+        "translation": [_clean(v) for v in cam_to_dh(t.t)],
+        "rotation_axis": [_clean(v) for v in axis],
+        "rotation_angle": _clean(angle),
+    }
+    if abs(t.scale - 1.0) > 1e-12:
+        out["scale"] = _clean(t.scale)
+    return out
+
+
+def transforms_to_dh(transforms: dict[str, Transform3D]) -> dict:
+    """``{edit name: camera-frame Transform3D}`` -> the transforms.json dict."""
+    return {str(name): transform_to_dh(t) for name, t in transforms.items()}
+
+
+def scene_edits(scene, object_name: str | None = None) -> dict[str, Transform3D]:
+    """The edits to export for one object: every variant (objects a variant omits: identity), or,
+    with no variants, the current transform as ``"edit_000"``.
+
+    ``object_name``: the object (default: the first object; the DH format has one object).
+    """
+    if not scene.objects:
+        raise InputError("the scene has no objects: nothing to export")
+    obj = scene.object(object_name) if object_name is not None else scene.objects[0]
+    if scene.variants:
+        return {name: v.get(obj.name, Transform3D()) for name, v in scene.variants.items()}
+    return {"edit_000": obj.transform}
+
+
+def write_transforms(scene, path, object_name: str | None = None) -> Path:
+    """Write the scene's edits (see :func:`scene_edits`) as a DH transforms.json (atomic write)."""
+    path = Path(path)
+    data = transforms_to_dh(scene_edits(scene, object_name))
+    text = json.dumps(data, indent=4) + "\n"
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    return path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def is_dh_scene(folder) -> bool:
+    folder = Path(folder)
+    return folder.is_dir() and all((folder / f).is_file() for f in REQUIRED_FILES)
+
+
+def load_dh_scene(folder, long_side: int = 512, repair: bool = False):
+    """Read a Diffusion Handles scene folder into a :class:`core.scene.Scene` (see the module docstring).
+
+    ``long_side``: working resolution (photogen scenes are 512x512 and stay so at the default).
+    ``repair``: fill invalid depth values from the nearest valid pixel instead of failing.
+    """
+    from core import io as cio
+    from core.scene import Scene, SceneObject
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder}: scene folder not found")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (a Diffusion Handles scene is a folder with {', '.join(REQUIRED_FILES)})")
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"{folder}: not a Diffusion Handles scene, missing {', '.join(missing)}")
+
+    photo = cio.load_photo(folder / "input.png", long_side)
+    w, h = photo.size
+    W0, H0 = photo.original_size
+    depth = cio.load_depth(folder / "depth.exr", size=(w, h), repair=repair)
+    bg_depth = None
+    if (folder / "bg_depth.exr").is_file():
+        bg_depth = cio.load_depth(folder / "bg_depth.exr", size=(w, h), repair=repair)
+
+    mim = cio.open_image(folder / "mask.png", "mask")
+    try:
+        from PIL import ImageOps
+
+        mim = ImageOps.exif_transpose(mim) or mim
+        mask_full = np.asarray(mim.convert("L")) > 127
+    finally:
+        mim.close()
+    if mask_full.shape != (H0, W0):
+        raise InputError(
+            f"{folder / 'mask.png'}: mask is {mask_full.shape[1]}x{mask_full.shape[0]}, the photo is {W0}x{H0}"
+        )
+    mask = cio.resize_mask(mask_full, (w, h))
+    if not mask.any():
+        raise InputError(f"{folder / 'mask.png'}: the mask is empty (no pixel > 127)")
+
+    prompt = _read_text(folder / "prompt.txt") if (folder / "prompt.txt").is_file() else ""
+    variants = {}
+    tpath = folder / "transforms.json"
+    if tpath.is_file():
+        try:
+            data = json.loads(tpath.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"{tpath}: not valid JSON ({exc})") from exc
+        except OSError as exc:
+            raise InputError(f"{tpath}: cannot read ({exc.strerror or exc})") from exc
+        variants = {name: {OBJECT_NAME: t} for name, t in transforms_from_dh(data, str(tpath)).items()}
+
+    return Scene(
+        photo=photo.working,
+        depth=depth,
+        camera=Camera(w, h, DEFAULT_FOV_DEG),
+        prompt=prompt,
+        objects=[SceneObject(name=OBJECT_NAME, mask=mask)],
+        variants=variants,
+        name=folder.resolve().name,
+        depth_unit="m",
+        depth_source="file",
+        original_photo=photo.original,
+        alpha=photo.alpha,
+        background_depth=bg_depth,
+    )

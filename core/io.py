@@ -1,0 +1,645 @@
+"""Reading photos and depth files, and the working resolution.
+
+Photos
+------
+:func:`load_photo` reads PNG, JPEG (including camera MPO files), WebP, TIFF and BMP. The EXIF
+orientation is applied, every pixel format (grayscale, palette, CMYK, YCbCr, 16-bit, float, with or
+without alpha) becomes 8-bit RGB, and an embedded ICC profile is converted to sRGB when Pillow has
+LittleCMS. Transparency is not composited: the colour channels are kept as stored and the alpha
+channel is returned separately (as an optional mask, float32 in [0, 1]) when it is not fully opaque.
+
+The *working resolution* (:func:`working_size`) has its long side at ``long_side`` pixels (512 by
+default) and both sides multiples of 64, the short side chosen for the closest aspect ratio. The
+photo is resized (Lanczos), not cropped: when the exact aspect ratio cannot be met, the working
+image is stretched slightly along its short side (to the multiple of 64 nearest in aspect ratio,
+e.g. 1920x1080 -> 512x320, 11 % taller than exact; the camera treats working pixels as square).
+The original pixels are kept (``LoadedPhoto.original``) for export.
+
+Bad input raises :class:`core.errors.InputError` with one line naming the file and the problem:
+missing, a folder, empty, not an image, truncated or damaged, zero width or height, or more than
+:data:`MAX_PIXELS` (100 megapixels: a decompression-bomb guard). The guard never changes Pillow's
+global ``Image.MAX_IMAGE_PIXELS``; it checks the size from the header before decoding anything.
+
+Depth files
+-----------
+:func:`load_depth` reads OpenEXR (any single channel; float16 or float32), 16-bit (or 8-bit)
+grayscale PNG with a scale, float32 TIFF and ``.npy`` files, as *z-depth* (see ``core.camera``) in
+the file's units; ``kind="disparity"`` inverts the values. The scale of an integer PNG/TIFF comes
+from the ``scale`` argument, else from the PNG text chunk ``handles:depth_scale`` written by
+:func:`save_depth` (``depth = value * scale``). NaN, infinite, zero and negative values are an
+InputError that says how many there are and where (bounding box and first pixel), unless
+``repair=True``, which gives every invalid pixel the value of its nearest valid pixel.
+
+Resizing depth (:func:`resize_depth`): in smooth regions, area averaging when shrinking and
+bilinear interpolation when enlarging; near depth discontinuities the nearest source sample is
+used instead, so no output pixel takes a depth between a foreground object and the background
+behind it ("flying pixels"). A discontinuity is where the second difference of disparity ``1/z``
+along x or y exceeds :data:`EDGE_THRESHOLD` (5 %) of the disparity: a plane's disparity is affine
+in the pixel coordinates, so floors and walls, even at grazing angles, count as smooth, while a
+step between an object and the background is a large second difference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.camera import DEFAULT_FOV_DEG, Camera
+from core.errors import InputError
+
+#: largest photo accepted, in pixels (width * height)
+MAX_PIXELS = 100_000_000
+#: photo formats accepted (Pillow format names; camera MPO files open through "JPEG")
+PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+DEPTH_EXTENSIONS = (".exr", ".png", ".tif", ".tiff", ".npy")
+#: PNG text chunk that stores the scale of a 16-bit depth PNG: depth = value * scale
+DEPTH_SCALE_KEY = "handles:depth_scale"
+#: preferred channel names of a multi-channel depth EXR, in order
+EXR_DEPTH_CHANNELS = ("Z", "depth", "Depth", "DEPTH", "distance", "Y", "R", "D", "V")
+#: relative second difference of disparity (1/z) above which a source pixel is a depth edge
+EDGE_THRESHOLD = 0.05
+
+
+def _name(path) -> str:
+    return str(path)
+
+
+# --------------------------------------------------------------------------- working size
+def working_size(width: int, height: int, long_side: int = 512) -> tuple[int, int]:
+    """Working size ``(w, h)`` for an image of ``width`` x ``height`` pixels.
+
+    The long side becomes ``long_side`` rounded to a multiple of 64 (at least 64); the short side is
+    the multiple of 64 (at least 64) whose aspect ratio is closest to the image's.
+    """
+    width, height, long_side = int(width), int(height), int(long_side)
+    if width <= 0 or height <= 0:
+        raise InputError(f"image size must be positive, got {width}x{height}")
+    if long_side < 64:
+        raise InputError(f"working resolution must be at least 64 pixels, got {long_side}")
+    L = max(64, int(round(long_side / 64.0)) * 64)
+    big, small = max(width, height), min(width, height)
+    # the two multiples of 64 around the exact short side; the closer aspect ratio (in log space) wins
+    exact = small * L / big
+    lo = max(64, int(math.floor(exact / 64.0)) * 64)
+    hi = min(L, max(64, int(math.ceil(exact / 64.0)) * 64))
+    target = math.log(big / small)
+    short = min((lo, hi), key=lambda s: (abs(math.log(L / s) - target), s))
+    return (L, short) if width >= height else (short, L)
+
+
+# --------------------------------------------------------------------------- photos
+@dataclass
+class LoadedPhoto:
+    """A photo read by :func:`load_photo`.
+
+    ``working``: (h, w, 3) uint8 RGB at the working resolution. ``original``: (H0, W0, 3) uint8 RGB,
+    orientation applied, full resolution. ``alpha``: (h, w) float32 in [0, 1] at the working
+    resolution, or None when the file has no (or a fully opaque) alpha channel. ``path``: the file.
+    """
+
+    working: np.ndarray
+    original: np.ndarray
+    alpha: np.ndarray | None
+    path: Path
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Working (width, height)."""
+        return self.working.shape[1], self.working.shape[0]
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.original.shape[1], self.original.shape[0]
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    for sig, fmt in _SIGNATURES:
+        if head.startswith(sig):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _check_file(path: Path, what: str) -> None:
+    """Raise an InputError for a missing file, a folder, an unreadable or empty file."""
+    if not path.exists():
+        raise InputError(f"{_name(path)}: {what} file not found")
+    if path.is_dir():
+        raise InputError(f"{_name(path)}: is a folder, not a {what} file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{_name(path)}: cannot read the {what} file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise InputError(f"{_name(path)}: the {what} file is empty (0 bytes)")
+
+
+def _zero_size_hint(path: Path, fmt: str | None, head: bytes) -> str | None:
+    """For a header Pillow refused: say so when it declares a zero width or height."""
+    if fmt == "PNG" and len(head) >= 24 and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        if w == 0 or h == 0:
+            return f"image is {w}x{h} pixels (zero width or height)"
+    if fmt == "BMP" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        if w == 0 or h == 0:
+            return f"image is {w}x{abs(h)} pixels (zero width or height)"
+    return None
+
+
+def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int = MAX_PIXELS):
+    """Open an image with Pillow and decode it, guarded: returns a loaded ``PIL.Image.Image``.
+
+    Raises InputError (naming ``path``) for a missing/empty/non-image/truncated/0-sized file or one
+    with more than ``max_pixels`` pixels. Pillow's global decompression-bomb limit is left as it is;
+    its warning is silenced locally and this function's own limit is checked before decoding.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_file(path, what)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError as exc:
+        raise InputError(f"{_name(path)}: cannot read the {what} file ({exc.strerror or exc})") from exc
+    fmt = _sniff(head)
+    supported = ", ".join(formats)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path, formats=list(formats) if formats else None)
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{_name(path)}: image is too large to open safely ({exc}); the limit is "
+            f"{max_pixels // 1_000_000} megapixels"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        hint = _zero_size_hint(path, fmt, head)
+        if hint:
+            raise InputError(f"{_name(path)}: {hint}") from exc
+        if fmt is not None:
+            raise InputError(f"{_name(path)}: damaged {fmt} file (its header cannot be read)") from exc
+        raise InputError(f"{_name(path)}: not an image file in a supported format ({supported})") from exc
+    except OSError as exc:
+        raise InputError(f"{_name(path)}: cannot read the {what} file ({exc})") from exc
+    try:
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise InputError(f"{_name(path)}: image is {w}x{h} pixels (zero width or height)")
+        if w * h > max_pixels:
+            raise InputError(
+                f"{_name(path)}: image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the "
+                f"{max_pixels // 1_000_000}-megapixel limit (decompression-bomb guard); downscale it first"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise InputError(f"{_name(path)}: truncated or damaged image data ({exc})") from exc
+        except Image.DecompressionBombError as exc:  # pragma: no cover - e.g. a huge embedded frame
+            raise InputError(f"{_name(path)}: image is too large to decode safely ({exc})") from exc
+        return im
+    except BaseException:
+        im.close()
+        raise
+
+
+def _to_rgb_and_alpha(im) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow image -> (H, W, 3) uint8 RGB and an optional (H, W) float32 alpha in [0, 1]."""
+    from PIL import Image
+
+    mode = im.mode
+    alpha = None
+    # integer and float single-channel modes: scale to 8 bits by their nominal range
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im)
+        if mode.startswith("I;16"):
+            g = a.astype(np.float32) / 257.0
+        elif mode == "I":
+            amax = float(a.max()) if a.size else 0.0
+            g = a.astype(np.float32) / (257.0 if amax > 255 else 1.0)
+        else:  # "F": [0, 1] floats, or already 0..255
+            a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            amax = float(a.max()) if a.size else 0.0
+            g = a * (255.0 if amax <= 1.0 else 1.0)
+        g = np.clip(np.rint(g), 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), None
+    if "transparency" in im.info and mode in ("P", "L", "RGB"):
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA") if mode != "RGBA" else im
+        arr = np.asarray(rgba)
+        a = arr[:, :, 3]
+        if a.min() < 255:
+            alpha = a.astype(np.float32) / 255.0
+        return np.ascontiguousarray(arr[:, :, :3]), alpha
+    if mode != "RGB":
+        im = _icc_to_srgb(im, "RGB") if im.info.get("icc_profile") else im
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+    else:
+        im = _icc_to_srgb(im, "RGB") if im.info.get("icc_profile") else im
+    return np.asarray(im, dtype=np.uint8).copy(), alpha
+
+
+def _icc_to_srgb(im, out_mode: str):
+    """Convert an image with an embedded ICC profile to sRGB (unchanged if LittleCMS is missing)."""
+    try:
+        import io as _io
+
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(_io.BytesIO(im.info["icc_profile"]))
+        dst = ImageCms.createProfile("sRGB")
+        return ImageCms.profileToProfile(im, src, dst, outputMode=out_mode)
+    except Exception:  # noqa: BLE001 - a broken or unsupported profile: keep the pixels as they are
+        return im
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image to ``size`` = (w, h) with Lanczos (area-correct when shrinking)."""
+    from PIL import Image
+
+    w, h = size
+    if rgb.shape[1] == w and rgb.shape[0] == h:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.LANCZOS, reducing_gap=3.0))
+
+
+def resize_float(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) float array to ``size`` = (w, h): area when shrinking, bilinear when enlarging."""
+    from PIL import Image
+
+    w, h = size
+    a = np.asarray(a, dtype=np.float32)
+    if a.shape == (h, w):
+        return a
+    shrink = w <= a.shape[1] and h <= a.shape[0]
+    return np.asarray(Image.fromarray(a, mode="F").resize((w, h), Image.BOX if shrink else Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) bool mask to ``size`` = (w, h): a pixel is in the mask when at least half its area is."""
+    w, h = size
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape == (h, w):
+        return mask.copy()
+    return resize_float(mask.astype(np.float32), size) >= 0.5
+
+
+def load_photo(path, long_side: int = 512) -> LoadedPhoto:
+    """Read a photo file (see the module docstring) and make its working-resolution copy."""
+    from PIL import ImageOps
+
+    path = Path(path)
+    src = open_image(path, "photo")
+    im = src
+    try:
+        try:
+            im = ImageOps.exif_transpose(src) or src
+        except Exception:  # noqa: BLE001 - a broken EXIF block: keep the stored orientation
+            im = src
+        original, alpha_full = _to_rgb_and_alpha(im)
+    finally:
+        if im is not src:
+            im.close()
+        src.close()
+    size = working_size(original.shape[1], original.shape[0], long_side)
+    working = resize_rgb(original, size)
+    alpha = None
+    if alpha_full is not None:
+        alpha = np.clip(resize_float(alpha_full, size), 0.0, 1.0).astype(np.float32)
+    return LoadedPhoto(working=working, original=original, alpha=alpha, path=path)
+
+
+# --------------------------------------------------------------------------- depth: reading
+def _read_exr(path: Path) -> np.ndarray:
+    try:
+        import OpenEXR
+    except ImportError as exc:  # pragma: no cover - a pinned dependency
+        raise InputError(f"{_name(path)}: reading EXR needs the OpenEXR package (pip install OpenEXR)") from exc
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise InputError(f"{_name(path)}: cannot read the depth file ({exc.strerror or exc})") from exc
+    if magic != b"\x76\x2f\x31\x01":
+        raise InputError(f"{_name(path)}: not an OpenEXR file")
+    try:
+        f = OpenEXR.File(str(path), separate_channels=True)
+        channels = f.channels()
+        chans = {name: c for name, c in channels.items()}
+        if not chans:
+            raise InputError(f"{_name(path)}: the EXR file has no channels")
+        if len(chans) == 1:
+            name = next(iter(chans))
+        else:
+            name = next((n for n in EXR_DEPTH_CHANNELS if n in chans), None)
+            if name is None:
+                name = next((n for n in chans if n.split(".")[-1] in EXR_DEPTH_CHANNELS), None)
+            if name is None:
+                raise InputError(
+                    f"{_name(path)}: no depth channel among {', '.join(sorted(chans))} "
+                    f"(expected one of {', '.join(EXR_DEPTH_CHANNELS)})"
+                )
+        px = np.asarray(chans[name].pixels)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OpenEXR raises plain exceptions for damaged files
+        raise InputError(f"{_name(path)}: damaged or unreadable EXR file ({exc})") from exc
+    if px.ndim != 2:
+        raise InputError(f"{_name(path)}: EXR channel {name!r} is not a 2-D image (shape {px.shape})")
+    if px.dtype.kind not in "fui":
+        raise InputError(f"{_name(path)}: EXR channel {name!r} has unsupported type {px.dtype}")
+    return px.astype(np.float32)
+
+
+def _png_scale(im) -> float | None:
+    for key in (DEPTH_SCALE_KEY, "depth_scale", "scale"):
+        v = im.info.get(key)
+        if v is None:
+            continue
+        try:
+            s = float(v)
+        except (TypeError, ValueError):
+            return None
+        return s
+    return None
+
+
+def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
+    im = open_image(path, "depth", formats=("PNG", "TIFF"))
+    try:
+        mode = im.mode
+        if mode == "F":
+            a = np.asarray(im, dtype=np.float32)
+            return a * np.float32(scale) if scale is not None else a.copy()
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L"):
+            s = scale if scale is not None else _png_scale(im)
+            if s is None:
+                raise InputError(
+                    f"{_name(path)}: integer depth image without a scale; pass the scale "
+                    f"(depth = value * scale), e.g. --depth-scale 0.001 for millimetres"
+                )
+            if not (math.isfinite(s) and s > 0):
+                raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
+            return (np.asarray(im).astype(np.float64) * s).astype(np.float32)
+        raise InputError(
+            f"{_name(path)}: depth images must have one channel (16-bit or float), this one is {mode}"
+        )
+    finally:
+        im.close()
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        a = np.load(path, allow_pickle=False, mmap_mode=None)
+    except ValueError as exc:
+        raise InputError(f"{_name(path)}: not a plain numeric .npy array ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{_name(path)}: damaged or truncated .npy file ({exc})") from exc
+    if isinstance(a, np.lib.npyio.NpzFile):  # pragma: no cover - np.load of a zip
+        raise InputError(f"{_name(path)}: is an .npz archive, expected a single .npy array")
+    a = np.asarray(a)
+    if a.ndim == 3 and 1 in (a.shape[0], a.shape[2]):
+        a = a.reshape(a.shape[1:] if a.shape[0] == 1 else a.shape[:2])
+    if a.ndim != 2:
+        raise InputError(f"{_name(path)}: depth array must be 2-D (height, width), got shape {a.shape}")
+    if a.dtype.kind not in "fui" or a.size == 0:
+        raise InputError(f"{_name(path)}: depth array must be numeric and non-empty, got {a.dtype} {a.shape}")
+    return a.astype(np.float32)
+
+
+def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """(invalid mask, description) for NaN/inf/zero/negative values, or None when all are valid."""
+    a = np.asarray(values)
+    nan = np.isnan(a)
+    inf = np.isinf(a)
+    with np.errstate(invalid="ignore"):
+        zero = a == 0
+        neg = a < 0
+    bad = nan | inf | zero | neg
+    n = int(bad.sum())
+    if n == 0:
+        return None
+    rows = np.flatnonzero(bad.any(axis=1))
+    cols = np.flatnonzero(bad.any(axis=0))
+    fi = int(np.flatnonzero(bad.ravel())[0])
+    fy, fx = divmod(fi, a.shape[1])
+    parts = [f"{k} {int(m.sum())}" for k, m in (("NaN", nan), ("infinite", inf), ("zero", zero), ("negative", neg)) if m.any()]
+    desc = (
+        f"{n} invalid value{'s' if n != 1 else ''} of {a.size} ({', '.join(parts)}) in rows "
+        f"{rows[0]}-{rows[-1]}, columns {cols[0]}-{cols[-1]}; first at x={fx}, y={fy}"
+    )
+    return bad, desc
+
+
+def fill_nearest(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """Give every ``invalid`` pixel the value of its nearest valid pixel (Euclidean, vectorised)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not invalid.any():
+        return values
+    idx = distance_transform_edt(invalid, return_distances=False, return_indices=True)
+    return values[idx[0], idx[1]]
+
+
+def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", scale: float | None = None,
+               repair: bool = False) -> np.ndarray:
+    """Read a depth (or disparity) file as float32 z-depth (H, W) in the file's units.
+
+    ``size``: (width, height) to resize to (see :func:`resize_depth`), None keeps the file's size.
+    ``kind``: ``"depth"`` (z-depth) or ``"disparity"`` (inverse depth; the result is ``1 / value``).
+    ``scale``: multiplies the stored values (required for integer images without a stored scale).
+    ``repair``: fill NaN/inf/zero/negative values from the nearest valid pixel instead of failing.
+    """
+    path = Path(path)
+    if kind not in ("depth", "disparity"):
+        raise InputError(f"depth kind must be 'depth' or 'disparity', got {kind!r}")
+    if scale is not None and not (math.isfinite(float(scale)) and float(scale) > 0):
+        raise InputError(f"{_name(path)}: depth scale must be a positive number, got {scale}")
+    _check_file(path, "depth")
+    ext = path.suffix.lower()
+    if ext == ".exr":
+        a = _read_exr(path)
+        if scale is not None:
+            a = a * np.float32(scale)
+    elif ext in (".png", ".tif", ".tiff"):
+        a = _read_image_depth(path, scale)
+    elif ext == ".npy":
+        a = _read_npy(path)
+        if scale is not None:
+            a = a * np.float32(scale)
+    else:
+        raise InputError(f"{_name(path)}: unsupported depth file type {ext or '(none)'} (use {', '.join(DEPTH_EXTENSIONS)})")
+    return prepare_depth(a, size=size, kind=kind, repair=repair, source=_name(path))
+
+
+def prepare_depth(values: np.ndarray, size: tuple[int, int] | None = None, kind: str = "depth",
+                  repair: bool = False, source: str = "depth") -> np.ndarray:
+    """Validate (or repair), convert disparity to depth and resize an in-memory depth map.
+
+    ``values``: (H, W) numbers. ``source`` names the data in error messages. Returns float32 z-depth.
+    """
+    a = np.asarray(values)
+    if a.ndim != 2 or a.size == 0 or a.dtype.kind not in "fui":
+        raise InputError(f"{source}: depth must be a non-empty 2-D numeric array, got shape {a.shape}")
+    a = a.astype(np.float32, copy=True)
+    what = "disparity" if kind == "disparity" else "depth"
+    bad = invalid_summary(a)
+    if bad is not None:
+        mask, desc = bad
+        if not repair:
+            raise InputError(f"{source}: {desc} ({what} must be finite and > 0); repair them to fill from the nearest valid pixel")
+        if mask.all():
+            raise InputError(f"{source}: no valid {what} value at all, nothing to repair from")
+        a = fill_nearest(a, mask)
+    if kind == "disparity":
+        with np.errstate(over="ignore"):
+            a = (1.0 / a.astype(np.float64)).astype(np.float32)
+        if not np.isfinite(a).all():
+            raise InputError(f"{source}: disparity too small to invert into a finite depth")
+    if size is not None:
+        a = resize_depth(a, size)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a valid (H, W) z-depth map to ``size`` = (w, h) without blending across depth edges.
+
+    Smooth regions: area average (shrinking) or bilinear (enlarging). Where the source pixels
+    around an output pixel contain a depth edge (see the module docstring), the nearest source
+    sample is taken instead. Units are unchanged.
+    """
+    from PIL import Image
+    from scipy.ndimage import maximum_filter
+
+    w, h = int(size[0]), int(size[1])
+    if w <= 0 or h <= 0:
+        raise InputError(f"depth size must be positive, got {w}x{h}")
+    d = np.asarray(depth, dtype=np.float32)
+    H, W = d.shape
+    if (H, W) == (h, w):
+        return d.copy()
+    smooth = resize_float(d, (w, h))
+    near = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.NEAREST))
+    disp = 1.0 / np.maximum(d.astype(np.float64), 1e-30)
+    score = np.zeros((H, W))
+    if W >= 3:
+        score[:, 1:-1] = np.abs(disp[:, :-2] - 2.0 * disp[:, 1:-1] + disp[:, 2:])
+    if H >= 3:
+        score[1:-1, :] = np.maximum(score[1:-1, :], np.abs(disp[:-2, :] - 2.0 * disp[1:-1, :] + disp[2:, :]))
+    edge_src = score > EDGE_THRESHOLD * disp
+    if not edge_src.any():
+        return smooth
+    # an output pixel is at an edge when its source footprint (plus a pixel of margin) holds one
+    fy = max(1, int(math.ceil(H / h)) + 2)
+    fx = max(1, int(math.ceil(W / w)) + 2)
+    near_edge = maximum_filter(edge_src.astype(np.uint8), size=(fy, fx), mode="nearest")
+    edge = np.asarray(Image.fromarray(near_edge * np.uint8(255), mode="L").resize((w, h), Image.NEAREST)) > 0
+    return np.where(edge, near, smooth).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- depth: writing
+def save_depth(path, depth: np.ndarray, scale: float | None = None) -> Path:
+    """Write a (H, W) depth map by extension; returns the path.
+
+    ``.exr``: float32, one channel "Y", ZIP compression. ``.npy``: float32. ``.tif``/``.tiff``:
+    float32 (mode F). ``.png``: 16-bit grayscale, ``value = round(depth / scale)`` clipped to
+    1..65535, the scale stored in the text chunk ``handles:depth_scale`` (default scale:
+    ``max(depth) / 65535``); PNG needs finite, positive depth.
+    """
+    path = Path(path)
+    d = np.asarray(depth)
+    if d.ndim != 2 or d.size == 0:
+        raise InputError(f"{_name(path)}: depth to save must be a non-empty 2-D array, got shape {d.shape}")
+    d = np.ascontiguousarray(d, dtype=np.float32)
+    ext = path.suffix.lower()
+    try:
+        if ext == ".npy":
+            with open(path, "wb") as fh:
+                np.save(fh, d, allow_pickle=False)
+        elif ext == ".exr":
+            import OpenEXR
+
+            header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+            with OpenEXR.File(header, {"Y": OpenEXR.Channel(d)}) as f:
+                f.write(str(path))
+        elif ext in (".tif", ".tiff"):
+            from PIL import Image
+
+            Image.fromarray(d, mode="F").save(path, format="TIFF")
+        elif ext == ".png":
+            from PIL import Image, PngImagePlugin
+
+            if not np.isfinite(d).all() or (d <= 0).any():
+                raise InputError(f"{_name(path)}: a 16-bit PNG can only store finite positive depth; use .exr or .npy")
+            s = float(scale) if scale is not None else float(d.max()) / 65535.0
+            if not (math.isfinite(s) and s > 0):
+                raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
+            q = np.clip(np.rint(d.astype(np.float64) / s), 1, 65535).astype(np.uint16)
+            info = PngImagePlugin.PngInfo()
+            info.add_text(DEPTH_SCALE_KEY, repr(s))
+            Image.fromarray(q).save(path, format="PNG", pnginfo=info)
+        else:
+            raise InputError(f"{_name(path)}: unsupported depth file type {ext or '(none)'} (use .exr, .npy, .png or .tif)")
+    except InputError:
+        raise
+    except OSError as exc:
+        raise InputError(f"{_name(path)}: cannot write the depth file ({exc.strerror or exc})") from exc
+    return path
+
+
+# --------------------------------------------------------------------------- scenes
+def scene_from_photo(path, depth=None, long_side: int = 512, fov_deg: float = DEFAULT_FOV_DEG, *,
+                     kind: str = "depth", repair: bool = False, depth_unit: str = "m"):
+    """A :class:`core.scene.Scene` (no objects) from a photo file and its depth.
+
+    ``depth``: an (H, W) array (any size: it is resized to the working size, see
+    :func:`resize_depth`), a depth file path (read with :func:`load_depth`), or None: then the
+    scene gets a flat placeholder depth (every pixel 1.0) and ``depth_source = "none"``, for a
+    caller that estimates the real depth afterwards and replaces ``scene.depth``.
+    """
+    from core.scene import Scene
+
+    photo = load_photo(path, long_side)
+    w, h = photo.size
+    if depth is None:
+        d = np.ones((h, w), np.float32)
+        source = "none"
+    elif isinstance(depth, (str, os.PathLike)):
+        d = load_depth(depth, size=(w, h), kind=kind, repair=repair)
+        source = "file"
+    else:
+        d = prepare_depth(depth, size=(w, h), kind=kind, repair=repair, source="depth array")
+        source = "array"
+    return Scene(
+        photo=photo.working,
+        depth=d,
+        camera=Camera(w, h, fov_deg),
+        name=photo.path.stem,
+        depth_unit=depth_unit,
+        depth_source=source,
+        original_photo=photo.original,
+        alpha=photo.alpha,
+    )
