@@ -23,11 +23,15 @@ def quat_normalize(q) -> np.ndarray:
     n = float(np.linalg.norm(q))
     if not math.isfinite(n) or n < 1e-12:
         raise ValueError("rotation quaternion must be finite and non-zero")
-    q = q / n
-    # canonical sign: w >= 0 (q and -q are the same rotation)
-    if q[0] < 0:
+    # idempotent: an already unit quaternion is kept bit for bit (so to_dict/from_dict round-trips)
+    if abs(n - 1.0) > 4 * np.finfo(np.float64).eps:
+        q = q / n
+    # canonical sign (q and -q are the same rotation): the first non-zero component is positive,
+    # i.e. w > 0, or for a half turn (w == 0) the first non-zero of x, y, z
+    nz = np.flatnonzero(q)
+    if len(nz) and q[nz[0]] < 0:
         q = -q
-    return q
+    return q + 0.0  # no negative zeros
 
 
 def quat_multiply(a, b) -> np.ndarray:
