@@ -1,0 +1,222 @@
+"""The ``render`` sub-command: re-render an edit of a project or scene folder with Diffusion Handles.
+
+Light at import (argparse only); the engine, torch and diffusers load inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+DESCRIPTION = """\
+Move an object of a project (.handles) or of a Diffusion Handles scene folder and re-render the
+photo with a depth-conditioned diffusion model (Diffusion Handles): the object keeps its identity,
+the uncovered background is filled, the rest of the photo stays.
+
+The edit is a stored variant (--variant; every named edit of a folder's transforms.json is one)
+or a transform given here (--translate, --rotate-axis, --rotate-deg, --scale) applied to one
+object (--object; not needed with a single object), in --frame "dh" (+X image-left, +Y image-up,
++Z away from the camera; default for scene folders) or "camera" (+X right, +Y down, +Z forward;
+default for projects). Translations in depth units (about metres), angles in degrees about the
+object's centroid, uniform scale about the same centroid.
+
+Presets: reference (the published method: 50 steps, null-text inversion, 38 guided steps x 3
+gradient steps), default (25 steps, exact inversion, 12 guided steps, background kept exactly),
+fast (activation injection, no gradients: about the cost of plain sampling), draft (fast at
+256 px, 20 steps; for CPUs). The photo's identity (inversion + activations) is computed once per
+photo and settings; --save-identity stores it in the project so later renders skip it.
+"""
+
+
+def _progress_printer(stream=None):
+    """A one-line terminal progress bar fed with core.jobs events."""
+    from core.jobs import Progress
+
+    stream = stream or sys.stderr
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    state = {"last": "", "t": 0.0}
+
+    def emit(event) -> None:
+        if not isinstance(event, Progress):
+            return
+        total = max(1, int(event.total))
+        frac = min(1.0, max(0.0, event.step / total))
+        width = 28
+        bar = "#" * int(round(frac * width)) + "-" * (width - int(round(frac * width)))
+        eta = f" eta {event.eta_s:5.0f}s" if event.eta_s is not None else ""
+        msg = f"{event.stage:>8} [{bar}] {event.step:>3}/{total}{eta} {event.message}".rstrip()
+        now = time.monotonic()
+        if tty:
+            stream.write("\r" + msg.ljust(len(state["last"])))
+            if event.step >= total:
+                stream.write("\n")
+            stream.flush()
+        elif event.step >= total or now - state["t"] > 2.0 or event.stage != state.get("stage"):
+            stream.write(msg + "\n")
+            stream.flush()
+            state["t"] = now
+        state["last"] = msg
+        state["stage"] = event.stage
+
+    return emit
+
+
+def _apply_edit(scene, args, kind: str) -> None:
+    """Set the scene's transforms from --variant or the transform flags (as ``preview`` does)."""
+    from core.commands.preview import _MANUAL, edit_transform
+
+    frame = args.frame or ("dh" if kind == "folder" else "camera")
+    manual = any(getattr(args, d) is not None for d in _MANUAL)
+    if args.variant is not None:
+        if args.object is not None:
+            raise InputError("--object is for a transform given on the command line, not with --variant")
+        if args.variant not in scene.variants:
+            names = ", ".join(scene.variants) or "none"
+            raise InputError(f"{args.source}: no variant named {args.variant!r} (variants: {names})")
+        scene.apply_variant(args.variant)
+    elif manual or args.object is not None:
+        names = ", ".join(o.name for o in scene.objects) or "none"
+        if args.object is not None:
+            if args.object not in {o.name for o in scene.objects}:
+                raise InputError(f"{args.source}: no object named {args.object!r} (objects: {names})")
+            obj = scene.object(args.object)
+        elif len(scene.objects) == 1:
+            obj = scene.objects[0]
+        else:
+            raise InputError(f"{args.source}: has {len(scene.objects)} objects ({names}); choose one with --object")
+        obj.transform = edit_transform(args, frame)
+
+
+def cmd_render(args) -> int:
+    import numpy as np
+
+    from core.jobs import CancelToken, RenderRequest
+    from core.ml.handles.presets import preset
+
+    out = Path(args.output)
+    if out.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InputError(f"{out}: unsupported image type {out.suffix or '(none)'} (use {', '.join(IMAGE_EXTENSIONS)})")
+    settings = preset(args.preset)
+    steps = int(args.steps) if args.steps is not None else settings.steps
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+
+    # the scene (a project keeps its caches: a stored identity is reused)
+    src = Path(args.source)
+    project = None
+    if src.is_dir():
+        from core.commands.project import load_any_scene
+
+        scene, kind, _ = load_any_scene(src)
+    else:
+        if not src.exists():
+            raise InputError(f"{src}: no such project file or scene folder")
+        from core.project import load_project
+
+        project = load_project(src, caches=True)
+        scene, kind = project.scene, "project"
+    if args.save_identity and project is None:
+        raise InputError(f"--save-identity stores the identity in a project file; {src} is a scene folder (import it first: handles-studio import-scene)")
+    if args.depth_model:
+        from core.ml.depth import DepthEstimator
+
+        print(f"estimating depth with {args.depth_model} ...", file=sys.stderr)
+        depth = DepthEstimator(args.depth_model, device=args.device).estimate(scene.photo, size=scene.size)
+        scene.depth = np.ascontiguousarray(depth, dtype=np.float32)
+        scene.depth_source = f"estimated:{args.depth_model}"
+    _apply_edit(scene, args, kind)
+
+    from core.ml.handles.models import resolve_model
+    from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX, DiffusionHandlesRenderer
+
+    model_dir = resolve_model(args.model)  # a missing model: one line with the fetch command
+    renderer = DiffusionHandlesRenderer(model_dir, device=args.device, dtype=args.precision)
+    request = RenderRequest(
+        scene_id=scene.content_id(),
+        transforms={o.name: o.transform.to_dict() for o in scene.objects},
+        prompt=args.prompt if args.prompt is not None else scene.prompt,
+        seed=int(args.seed),
+        steps=steps,
+        preset=args.preset,
+        model=str(model_dir),
+        resolution=int(args.resolution or settings.resolution),
+        device=args.device,
+    )
+    key = renderer.identity_key(scene, request, model_id=str(model_dir))
+    cache_name = IDENTITY_CACHE_PREFIX + key
+    if project is not None and cache_name in project.caches:
+        renderer.add_identity_bytes(project.caches[cache_name])
+        print(f"reusing the identity stored in {src.name}", file=sys.stderr)
+
+    t0 = time.monotonic()
+    image = renderer.render(scene, request, _progress_printer(), CancelToken())
+    info = renderer.last_info
+    from PIL import Image
+
+    try:
+        Image.fromarray(image).save(out)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the image ({exc.strerror or exc})") from exc
+    if args.save_identity and project is not None and info.get("identity_reused") != "stored":
+        data = renderer.identity_bytes(info["identity_key"])
+        if data is not None:
+            from core.project import save_project
+
+            project.caches = {k: v for k, v in project.caches.items() if not k.startswith(IDENTITY_CACHE_PREFIX)}
+            project.caches[cache_name] = data
+            save_project(src, project)
+            print(f"stored the identity in {src.name} ({len(data) / 1e6:.1f} MB)", file=sys.stderr)
+    h, w = image.shape[:2]
+    evals = info.get("unet_evals", {})
+    ev = ", ".join(f"{k} {v}" for k, v in sorted(evals.items()))
+    reused = " (identity reused)" if info.get("identity_reused") else ""
+    print(f"wrote {out} ({w}x{h}, preset {args.preset}, {steps} steps, {time.monotonic() - t0:.1f} s{reused}; UNet: {ev})")
+    return 0
+
+
+def _floats(n: int):
+    return {"nargs": n, "type": float}
+
+
+def register(subparsers) -> None:
+    from core.commands.preview import _Edit
+
+    p = subparsers.add_parser(
+        "render", help="re-render a moved object with the diffusion model (Diffusion Handles)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="P.handles|DIR", help="project file or Diffusion Handles scene folder")
+    p.add_argument("--variant", action=_Edit, default=None, metavar="NAME", help="render a stored variant (named edit)")
+    p.add_argument("--object", default=None, metavar="NAME", help="object the transform applies to (default: the only object)")
+    p.add_argument("--translate", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
+                   help="translation in depth units, in --frame")
+    p.add_argument("--rotate-axis", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
+                   help="rotation axis in --frame (any length; default 0 1 0)")
+    p.add_argument("--rotate-deg", action=_Edit, default=None, type=float, metavar="A",
+                   help="rotation angle in degrees, right-handed, about the object's centroid")
+    p.add_argument("--scale", action=_Edit, default=None, type=float, metavar="S", help="uniform scale about the centroid")
+    p.add_argument("--frame", choices=("dh", "camera"), default=None, help="frame of --translate/--rotate-axis")
+    p.add_argument("--model", default="stable-diffusion-2-depth", metavar="PATH_OR_NAME",
+                   help="diffusion model folder, catalog name or repo id (default: stable-diffusion-2-depth)")
+    p.add_argument("--depth-model", default=None, metavar="PATH_OR_NAME",
+                   help="re-estimate the depth with this Depth Anything model instead of the scene's depth")
+    p.add_argument("--prompt", default=None, metavar="TEXT", help="caption of the photo (default: the scene's prompt)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="DDIM steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="recorded with the render (DDIM with eta 0 from an inverted photo is deterministic)")
+    p.add_argument("--preset", choices=("reference", "default", "fast", "draft"), default="default")
+    p.add_argument("--resolution", type=int, default=None, metavar="PX",
+                   help="long side of the render, a multiple of 64 (default: the preset's: 512, draft 256)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
+                   help="default: fp16 on GPUs, fp32 on CPUs (bf16 on request)")
+    p.add_argument("-o", "--output", required=True, metavar="out.png", help="image to write (the working size)")
+    p.add_argument("--save-identity", action="store_true",
+                   help="store the photo's identity in the project so later renders reuse it")
+    p.set_defaults(func=cmd_render)

@@ -1,0 +1,520 @@
+"""The Diffusion Handles engine: identity capture, guided / injected denoising, decoding (torch).
+
+Everything runs on the loaded components of a depth-conditioned Stable Diffusion model
+(:class:`core.ml.handles.models.HandlesModels`); activations are captured and injected with
+``register_forward_hook`` on ``unet.up_blocks[k]`` only (no forked model code).
+
+DDIM (eta 0) with the model's own ``alphas_cumprod``: denoising step ``i`` takes the latent at
+timestep ``t_i`` to ``t_i - 1000 / N`` (the final step to ``alphas_cumprod[0]``, as
+``set_alpha_to_one=False``); inversion runs the same update backwards with the noise predicted at
+the less noisy latent. Classifier-free guidance: ``eps = eps_u + s (eps_c - eps_u)``, one batch of 2.
+
+Every UNet evaluation first checks the cancel token and is counted in ``counts``:
+``forward`` (batch 1, no gradient), ``cfg`` (batch 2, no gradient), ``forward_backward``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.jobs import CancelToken, EmitFn, Preview, Progress, ProgressClock
+from core.ml.handles.identity import Identity
+from core.ml.handles.models import HandlesModels
+from core.ml.handles.presets import HandlesSettings
+from core.ml.handles.warping import BlockWarp
+
+#: linear approximation latent (SD 1.x/2.x VAE, scaled) -> RGB in [-1, 1], for cheap previews
+LATENT_RGB = torch.tensor(
+    [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ]
+)
+
+
+def _noop(_event) -> None:
+    pass
+
+
+class BlockHooks:
+    """Forward hooks on ``unet.up_blocks[b]`` for capture, gradient access and injection.
+
+    Modes (set :attr:`mode` before a UNet call):
+    ``"capture"``: store the output of the batch item ``cond_index`` (detached, float16, on
+    ``store_device``) in :attr:`captured`; ``"grab"``: keep the output (with its graph) in
+    :attr:`grabbed`; ``"inject"``: replace the output by ``out * (1 - cov) + warped * cov`` for the
+    maps in :attr:`inject_maps` (block -> (warped (C, h, w), coverage (h, w))), every batch item;
+    ``None``: pass through.
+    """
+
+    def __init__(self, unet, blocks, store_device=None) -> None:
+        self.blocks = [int(b) for b in blocks]
+        n = len(unet.up_blocks)
+        for b in self.blocks:
+            if not 0 <= b < n:
+                raise ValueError(f"up_blocks[{b}] does not exist (the UNet has {n} up blocks)")
+        self.mode: str | None = None
+        self.cond_index = 1
+        self.store_device = store_device
+        self.captured: dict[int, torch.Tensor] = {}
+        self.grabbed: dict[int, torch.Tensor] = {}
+        self.inject_maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._handles = [unet.up_blocks[b].register_forward_hook(self._make(b)) for b in self.blocks]
+
+    def _make(self, b: int):
+        def hook(_module, _inputs, output):
+            if self.mode is None:
+                return None
+            out = output[0] if isinstance(output, tuple) else output
+            if self.mode == "capture":
+                k = min(self.cond_index, out.shape[0] - 1)
+                self.captured[b] = out[k].detach().to(device=self.store_device or out.device, dtype=torch.float16)
+                return None
+            if self.mode == "grab":
+                self.grabbed[b] = out
+                return None
+            if self.mode == "inject" and b in self.inject_maps:
+                warped, cov = self.inject_maps[b]
+                cov = cov.to(dtype=out.dtype)[None, None]
+                new = out * (1 - cov) + warped.to(dtype=out.dtype)[None] * cov
+                return (new, *output[1:]) if isinstance(output, tuple) else new
+            return None
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self.captured.clear()
+        self.grabbed.clear()
+        self.inject_maps.clear()
+
+    def __enter__(self) -> "BlockHooks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+class HandlesEngine:
+    """Stateless operations on one loaded model (identity, denoising, decoding)."""
+
+    def __init__(self, models: HandlesModels) -> None:
+        self.m = models
+        self.counts: Counter = Counter()
+        self.timings: Counter = Counter()
+        sched = models.scheduler
+        self.alphas_cumprod = sched.alphas_cumprod.to(dtype=torch.float64)
+        self.final_alpha = float(sched.final_alpha_cumprod)
+        self.prediction_type = sched.config.prediction_type
+        self.num_train = int(sched.config.num_train_timesteps)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self):
+        return self.m.device
+
+    def timesteps(self, steps: int) -> list[int]:
+        sched = self.m.scheduler
+        sched.set_timesteps(int(steps))
+        return [int(t) for t in sched.timesteps]
+
+    def _alpha(self, t: int) -> float:
+        return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
+
+    def _prev_t(self, t: int, steps: int) -> int:
+        return t - self.num_train // steps
+
+    def _eps_x0(self, out: torch.Tensor, z: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
+        sa, sb = a**0.5, (1 - a) ** 0.5
+        if self.prediction_type == "v_prediction":
+            x0 = sa * z - sb * out
+            eps = sa * out + sb * z
+        elif self.prediction_type == "sample":
+            x0 = out
+            eps = (z - sa * x0) / sb
+        else:
+            eps = out
+            x0 = (z - sb * eps) / sa
+        return eps, x0
+
+    def ddim_prev(self, out: torch.Tensor, t: int, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM step (eta 0) from timestep ``t`` -> (latent at t - 1000/N, predicted x0)."""
+        a, a_prev = self._alpha(t), self._alpha(self._prev_t(t, steps))
+        eps, x0 = self._eps_x0(out, z, a)
+        return a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps, x0
+
+    def ddim_next(self, out: torch.Tensor, t: int, z: torch.Tensor, steps: int) -> torch.Tensor:
+        """One DDIM inversion step: ``z`` at t - 1000/N -> the latent at ``t`` (noise predicted at ``z``)."""
+        a_prev, a = self._alpha(self._prev_t(t, steps)), self._alpha(t)
+        eps, x0 = self._eps_x0(out, z, a_prev)
+        return a**0.5 * x0 + (1 - a) ** 0.5 * eps
+
+    # ------------------------------------------------------------------ conditioning
+    @torch.no_grad()
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        tok = self.m.tokenizer
+        ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return self.m.text_encoder(ids.to(self.device))[0].to(self.m.dtype)
+
+    def latent_size(self, width: int, height: int) -> tuple[int, int]:
+        f = self.m.vae_factor
+        return height // f, width // f
+
+    @torch.no_grad()
+    def disparity_range(self, depth: np.ndarray) -> tuple[float, float]:
+        d = self._disparity_latent(depth, *self.latent_size(depth.shape[1], depth.shape[0]))
+        return float(d.min()), float(d.max())
+
+    def _disparity_latent(self, depth: np.ndarray, h: int, w: int) -> torch.Tensor:
+        depth = np.asarray(depth, dtype=np.float32)
+        finite = np.isfinite(depth) & (depth > 0)
+        if not finite.any():
+            raise ValueError("depth map has no positive finite value")
+        floor = float(depth[finite].min())
+        disp = 1.0 / np.where(finite, np.maximum(depth, floor), np.float32(depth[finite].max()))
+        t = torch.from_numpy(disp.astype(np.float32))[None, None].to(self.device)
+        # as StableDiffusionDepth2ImgPipeline.prepare_depth_map: bicubic resize, then min-max
+        return torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)
+
+    @torch.no_grad()
+    def depth_condition(self, depth: np.ndarray, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+        """(H, W) z-depth -> (1, 1, H/8, W/8) float32 conditioning in [-1, 1].
+
+        Disparity (1 / depth), bicubic-resized to the latent size, min-max normalised (over this
+        map, or over ``value_range`` = (min, max) of another map's resized disparity), scaled to
+        [-1, 1]: the normalisation StableDiffusionDepth2ImgPipeline applies to its depth input.
+        """
+        h, w = self.latent_size(depth.shape[1], depth.shape[0])
+        d = self._disparity_latent(depth, h, w)
+        lo, hi = (float(d.min()), float(d.max())) if value_range is None else value_range
+        scale = hi - lo if hi - lo > 1e-12 else 1.0
+        return (2.0 * (d - lo) / scale - 1.0).float()
+
+    @torch.no_grad()
+    def encode_image(self, photo: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (1, 4, H/8, W/8) float32 scaled latent (the posterior mean)."""
+        x = torch.from_numpy(np.array(photo, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        lat = self.m.vae.encode(x.to(self.m.dtype)).latent_dist.mean
+        return (lat * self.m.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode_latent(self, z: torch.Tensor) -> np.ndarray:
+        """(1, 4, h, w) latent -> (8h, 8w, 3) uint8."""
+        img = self.m.vae.decode((z / self.m.scaling_factor).to(self.m.dtype)).sample
+        img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return img[0].permute(1, 2, 0).cpu().numpy()
+
+    @torch.no_grad()
+    def preview_rgb(self, x0: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """Cheap preview of a predicted clean latent: linear latent->RGB, resized to ``size`` (w, h)."""
+        from PIL import Image
+
+        lat = x0[0].float()
+        if lat.shape[0] == LATENT_RGB.shape[0]:
+            rgb = torch.einsum("chw,cd->hwd", lat, LATENT_RGB.to(lat.device))
+        else:  # unknown latent space: grey from the channel mean
+            rgb = lat.mean(0)[..., None].expand(-1, -1, 3)
+        arr = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        return np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+
+    # ------------------------------------------------------------------ UNet
+    def unet(self, z: torch.Tensor, depth: torch.Tensor, t: int, emb: torch.Tensor, token: CancelToken | None) -> torch.Tensor:
+        """One counted UNet evaluation on latents (B, 4, h, w) float32 -> model output float32."""
+        if token is not None:
+            token.check()
+        b = z.shape[0]
+        grad = torch.is_grad_enabled() and (z.requires_grad or emb.requires_grad)
+        kind = "forward_backward" if grad else ("cfg" if b == 2 else "forward")
+        self.counts[kind] += 1
+        t0 = time.perf_counter()
+        inp = torch.cat([z, depth.expand(b, -1, -1, -1)], dim=1).to(self.m.dtype)
+        tt = torch.full((b,), int(t), device=self.device, dtype=torch.long)
+        out = self.m.unet(inp, tt, encoder_hidden_states=emb.to(self.m.dtype), return_dict=False)[0].float()
+        self.timings[kind] += time.perf_counter() - t0
+        return out
+
+    def cfg(self, z, depth, t, uncond, cond, scale, token) -> torch.Tensor:
+        out = self.unet(torch.cat([z, z]), depth, t, torch.cat([uncond, cond]), token)
+        u, c = out.chunk(2)
+        return u + scale * (c - u)
+
+    # ------------------------------------------------------------------ identity
+    def _store_device(self, settings: HandlesSettings):
+        if settings.store_on == "cpu" or (settings.store_on == "auto" and self.device.type == "cpu"):
+            return torch.device("cpu")
+        return self.device
+
+    def build_identity(
+        self,
+        photo: np.ndarray,
+        depth: np.ndarray,
+        prompt: str,
+        settings: HandlesSettings,
+        key: str,
+        n_captured: int | None = None,
+        emit: EmitFn = _noop,
+        token: CancelToken | None = None,
+    ) -> Identity:
+        """Invert ``photo`` (H, W, 3 uint8) under ``depth`` (H, W z-depth) and capture activations."""
+        steps = int(settings.steps)
+        ts = self.timesteps(steps)
+        n_cap = settings.n_captured(steps) if n_captured is None else int(n_captured)
+        n_cap = max(0, min(n_cap, steps))
+        null = settings.inversion == "null-text"
+        total = 2 * steps
+        clock = ProgressClock(total)
+        done = 0
+        emit(Progress(stage="identity", step=0, total=total, message="encoding"))
+        x0 = self.encode_image(photo)
+        cond = self.encode_text(prompt)
+        uncond = self.encode_text("")
+        dcond = self.depth_condition(depth)
+        drange = self.disparity_range(depth)
+
+        # DDIM inversion with the text-conditioned prediction (as the reference)
+        inv = [x0]
+        z = x0
+        with torch.no_grad():
+            for j in range(steps):
+                t = ts[steps - 1 - j]
+                out = self.unet(z, dcond, t, cond, token)
+                z = self.ddim_next(out, t, z, steps)
+                inv.append(z)
+                done += 1
+                emit(Progress(stage="identity", step=done, total=total, eta_s=clock.eta(done), message="inversion"))
+        inv = inv[::-1]  # inv[i]: latent at the start of denoising step i; inv[N] = x0
+
+        hooks = BlockHooks(self.m.unet, settings.blocks, self._store_device(settings))
+        acts: dict[int, list[torch.Tensor]] = {b: [] for b in hooks.blocks}
+        deltas: list[torch.Tensor] = []
+        unconds: list[torch.Tensor] = []
+        traj = [inv[0]]
+        try:
+            z = inv[0]
+            for i, t in enumerate(ts):
+                target = inv[i + 1]
+                u_i = uncond
+                if null:
+                    u_i = self._null_text_step(z, dcond, t, cond, uncond if not unconds else unconds[-1], target, i, steps, settings, token)
+                    unconds.append(u_i)
+                hooks.mode = "capture" if i < n_cap else None
+                with torch.no_grad():
+                    eps = self.cfg(z, dcond, t, u_i, cond, settings.guidance_scale, token)
+                    pred, _ = self.ddim_prev(eps, t, z, steps)
+                hooks.mode = None
+                if i < n_cap:
+                    for b in hooks.blocks:
+                        acts[b].append(hooks.captured[b])
+                if null and not settings.null_exact_correction:
+                    z = pred
+                else:
+                    d = target - pred
+                    deltas.append(d)
+                    z = pred + d
+                traj.append(z)
+                done += 1
+                emit(Progress(stage="identity", step=done, total=total, eta_s=clock.eta(done), message="capture"))
+        finally:
+            hooks.remove()
+        act_t = {b: (torch.stack(v) if v else torch.zeros(0)) for b, v in acts.items()}
+        w, h = photo.shape[1], photo.shape[0]
+        return Identity(
+            key=key,
+            size=(w, h),
+            timesteps=ts,
+            trajectory=torch.cat(traj).float(),
+            deltas=torch.cat(deltas).float() if deltas else None,
+            cond_emb=cond.float(),
+            uncond_emb=(torch.cat(unconds) if unconds else uncond).float(),
+            depth_cond=dcond,
+            disparity_range=drange,
+            activations=act_t,
+            meta={"settings": settings.identity_fields(), "n_captured": n_cap, "prompt": prompt, "model": self.m.model_id},
+        )
+
+    def _null_text_step(self, z, dcond, t, cond, uncond_init, target, i, steps, settings, token) -> torch.Tensor:
+        """Null-text optimisation of one step (Adam): the unconditional embedding that makes the
+        guided DDIM step from ``z`` land on the inversion latent ``target``."""
+        with torch.no_grad():
+            eps_c = self.unet(z, dcond, t, cond, token)
+        u = uncond_init.detach().float().clone().requires_grad_(True)
+        opt = torch.optim.Adam([u], lr=settings.null_lr * (1.0 - i / (2.0 * steps)))
+        for _ in range(int(settings.null_inner_steps)):
+            with torch.enable_grad():
+                eps_u = self.unet(z, dcond, t, u, token)
+                eps = eps_u + settings.guidance_scale * (eps_c - eps_u)
+                prev, _ = self.ddim_prev(eps, t, z, steps)
+                loss = torch.nn.functional.mse_loss(prev, target)
+                opt.zero_grad()
+                tb = time.perf_counter()
+                loss.backward()
+                self.timings["forward_backward"] += time.perf_counter() - tb
+            opt.step()
+            if float(loss.detach()) < settings.null_epsilon + i * 2e-5:
+                break
+        return u.detach().to(self.m.dtype)
+
+    # ------------------------------------------------------------------ guidance
+    def energy(
+        self,
+        current: dict[int, torch.Tensor],
+        stored: dict[int, torch.Tensor],
+        warps: dict[int, BlockWarp],
+        weights: dict[int, tuple[float, float]],
+        bg_loss: str = "global",
+    ) -> torch.Tensor:
+        """Guidance energy: sum over blocks of fg * L1(stored at source cells, current at target
+        cells; visibility-weighted mean) + bg * background term.
+
+        ``current``: block -> (1, C, h, w) activations of the present pass (with graph);
+        ``stored``: block -> (C, h, w) captured activations of this step. Background term
+        ``"global"``: L1 between the mean stored activation outside the source silhouettes and the
+        mean current activation outside the target silhouettes (the reference's form);
+        ``"cell"``: per-cell L1 over the untouched background cells.
+        """
+        total = None
+        for b, (wf, wb) in weights.items():
+            if b not in current or b not in warps:
+                continue
+            cur = current[b].float()
+            st = stored[b].to(device=cur.device, dtype=torch.float32)
+            W = warps[b]
+            if wf and W.count:
+                tgt = W.sample(cur)[0]
+                src = W.gather(st)
+                per = (tgt - src).abs().mean(0)
+                term = wf * (per * W.weight).sum() / W.weight.sum().clamp_min(1e-8)
+                total = term if total is None else total + term
+            if wb:
+                if bg_loss == "global":
+                    ms, mt = ~W.fg_src, ~W.fg_tgt
+                    if bool(ms.any()) and bool(mt.any()):
+                        term = wb * (st[:, ms].mean(1) - cur[0][:, mt].mean(1)).abs().mean()
+                        total = term if total is None else total + term
+                else:
+                    bg = W.background
+                    if bool(bg.any()):
+                        term = wb * (cur[0][:, bg] - st[:, bg]).abs().mean()
+                        total = term if total is None else total + term
+        if total is None:
+            return torch.zeros((), device=self.device)
+        return total
+
+    def guidance_step(
+        self,
+        z: torch.Tensor,
+        depth: torch.Tensor,
+        t: int,
+        cond: torch.Tensor,
+        stored: dict[int, torch.Tensor],
+        warps: dict[int, BlockWarp],
+        weights: dict[int, tuple[float, float]],
+        hooks: BlockHooks,
+        settings: HandlesSettings,
+        token: CancelToken | None,
+        grad_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, float]:
+        """One gradient step on the latent: ``z - step_size * dE/dz`` -> (new z, energy before)."""
+        zz = z.detach().requires_grad_(True)
+        hooks.mode = "grab"
+        try:
+            with torch.enable_grad():
+                self.unet(zz, depth, t, cond, token)
+                e = self.energy(dict(hooks.grabbed), stored, warps, weights, settings.bg_loss)
+                if e.requires_grad:
+                    tb = time.perf_counter()
+                    (g,) = torch.autograd.grad(e, zz)
+                    self.timings["forward_backward"] += time.perf_counter() - tb
+                else:
+                    g = torch.zeros_like(zz)
+        finally:
+            hooks.mode = None
+            hooks.grabbed.clear()
+        if grad_mask is not None:
+            g = g * grad_mask
+        return (z - settings.step_size * g).detach(), float(e.detach())
+
+    # ------------------------------------------------------------------ denoising
+    def denoise(
+        self,
+        identity: Identity,
+        depth: torch.Tensor,
+        settings: HandlesSettings,
+        warps: dict[int, BlockWarp] | None = None,
+        blend_alpha: torch.Tensor | None = None,
+        emit: EmitFn = _noop,
+        token: CancelToken | None = None,
+        preview_size: tuple[int, int] | None = None,
+        on_step: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Denoise from the identity's z_T under ``depth`` conditioning -> the final latent.
+
+        Guided steps (``i < n_guided``) take ``grad_steps`` gradient steps on the energy first;
+        injected steps (``i < n_injected``) replace the hooked blocks' outputs at the objects'
+        targets by the warped stored activations. ``blend_alpha`` (1, 1, h, w) in [0, 1] keeps
+        the latent on the identity's trajectory where it is 0 (exactly) and free where it is 1.
+        """
+        steps = identity.steps
+        ts = identity.timesteps
+        warps = warps or {}
+        n_guided = min(settings.n_guided(steps), identity.n_captured) if warps else 0
+        n_inject = min(settings.n_injected(steps), identity.n_captured) if warps else 0
+        cond = identity.cond_emb.to(self.device)
+        traj = identity.trajectory
+        z = traj[0].clone()[None].to(self.device)
+        clock = ProgressClock(steps)
+        need_hooks = (n_guided > 0 or n_inject > 0) and warps
+        hooks = BlockHooks(self.m.unet, [b for b in settings.blocks if b in warps]) if need_hooks else None
+        try:
+            for i, t in enumerate(ts):
+                if i < n_guided:
+                    stored = {b: identity.activations[b][i] for b in hooks.blocks if b in identity.activations}
+                    for k in range(int(settings.grad_steps)):
+                        w = settings.step_weights(i, k)
+                        w = {b: v for b, v in w.items() if b in stored and (v[0] or v[1])}
+                        if not w:
+                            continue
+                        z, _ = self.guidance_step(z, depth, t, cond, stored, warps, w, hooks, settings, token, blend_alpha)
+                if hooks is not None and i < n_inject:
+                    hooks.inject_maps = {
+                        b: warps[b].splat(identity.activations[b][i].to(self.device))
+                        for b in hooks.blocks
+                        if b in identity.activations and warps[b].count
+                    }
+                    hooks.mode = "inject"
+                try:
+                    with torch.no_grad():
+                        eps = self.cfg(z, depth, t, identity.uncond_at(i).to(self.device), cond, settings.guidance_scale, token)
+                        z_next, x0 = self.ddim_prev(eps, t, z, steps)
+                finally:
+                    if hooks is not None:
+                        hooks.mode = None
+                        hooks.inject_maps = {}
+                if identity.deltas is not None:
+                    z_next = z_next + identity.deltas[i][None].to(self.device)
+                if blend_alpha is not None:
+                    z_next = blend_alpha * z_next + (1 - blend_alpha) * traj[i + 1][None].to(self.device)
+                z = z_next
+                if on_step is not None:
+                    on_step(i, z)
+                emit(Progress(stage="render", step=i + 1, total=steps, eta_s=clock.eta(i + 1),
+                              message="guided" if i < n_guided else ("injected" if i < n_inject else "denoising")))
+                if preview_size and settings.preview_every > 0 and (i + 1) % settings.preview_every == 0 and i + 1 < steps:
+                    emit(Preview(image=self.preview_rgb(x0, preview_size), step=i + 1, total=steps))
+        finally:
+            if hooks is not None:
+                hooks.remove()
+        return z
+
+    def reconstruct(self, identity: Identity, settings: HandlesSettings, token: CancelToken | None = None) -> torch.Tensor:
+        """The plain replay of the identity (source depth, no guidance): its final latent."""
+        return self.denoise(identity, identity.depth_cond.to(self.device), settings, token=token)

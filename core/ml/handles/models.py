@@ -1,0 +1,236 @@
+"""Loading the depth-conditioned diffusion model (StableDiffusionDepth2ImgPipeline layout) from disk.
+
+A model folder holds ``unet/`` (UNet2DConditionModel, 4 latent + 1 depth input channels),
+``vae/`` (AutoencoderKL), ``text_encoder/`` (CLIPTextModel), ``tokenizer/`` (CLIPTokenizer) and
+optionally ``scheduler/``; it may be a plain folder or a Hugging Face cache snapshot. Components
+are loaded one by one with ``local_files_only=True`` (the pipeline class itself, and its depth
+estimator, are never instantiated). The scheduler is always DDIM with the reference's schedule
+(scaled-linear betas 0.00085-0.012, no clipping, ``set_alpha_to_one=False``, offset 0), keeping
+the folder's ``prediction_type``.
+
+Loaded models are cached per (folder, device, dtype); :func:`unload` frees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ModelError
+
+DEFAULT_MODEL = "stable-diffusion-2-depth"
+DEFAULT_REPO = "stabilityai/stable-diffusion-2-depth"
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
+
+_lock = threading.RLock()
+
+
+@dataclass
+class HandlesModels:
+    """The loaded components plus where they live."""
+
+    path: Path
+    model_id: str
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype of the UNet / VAE / text encoder
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+
+# ----------------------------------------------------------------------------- resolution
+def resolve_model(model: str | os.PathLike) -> Path:
+    """A model name, repo id or folder -> its checked folder (:func:`core.ml.store.find_model`).
+
+    Raises ModelError: missing -> the ``hf download`` command that fetches it; incomplete ->
+    the component at fault.
+    """
+    from core.ml.store import find_model
+
+    return Path(find_model(model, role="renderer"))
+
+
+def pick_device(pref: str = "auto", dtype: str | None = None):
+    """(torch.device, torch.dtype) for "auto"|"cpu"|"cuda"|"mps" and None|"fp32"|"fp16"|"bf16".
+
+    Defaults as :func:`core.ml.device.pick_device`: fp16 on CUDA/MPS, fp32 on the CPU (bf16 opt-in).
+    """
+    import torch
+
+    from core.ml.device import pick_device as _pick
+
+    info = _pick(pref or "auto", dtype or "auto")
+    return torch.device(info.torch_device), dtype_from_name(info.dtype)
+
+
+def dtype_from_name(name):
+    import torch
+
+    table = {
+        None: torch.float32, "auto": torch.float32, "fp32": torch.float32, "float32": torch.float32,
+        "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    }
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in table:
+        raise ModelError(f"unknown precision {name!r} (use fp32, fp16 or bf16)")
+    return table[name]
+
+
+# ----------------------------------------------------------------------------- loading
+def _component_error(folder: Path, name: str, exc: BaseException) -> ModelError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelError(f"model component '{name}' in {folder} cannot be loaded ({msg[:200]}); re-download the model")
+
+
+def _make_scheduler(folder: Path):
+    from diffusers import DDIMScheduler
+
+    prediction_type = "epsilon"
+    cfg_file = folder / "scheduler" / "scheduler_config.json"
+    if cfg_file.is_file():
+        import json
+
+        try:
+            prediction_type = json.loads(cfg_file.read_text()).get("prediction_type", "epsilon") or "epsilon"
+        except (OSError, ValueError) as exc:
+            raise _component_error(folder, "scheduler", exc) from exc
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=0,
+        prediction_type=prediction_type,
+    )
+
+
+def load_models(model: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None) -> HandlesModels:
+    """Load (or fetch from the cache) the components of a depth-conditioned SD model folder.
+
+    ``device``: "auto"|"cpu"|"cuda"|"mps"; ``dtype``: None (fp16 on GPUs, fp32 on CPU), "fp32",
+    "fp16" or "bf16" (opt-in on CPU). A missing or unreadable component is a ModelError naming it.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = resolve_model(model)
+    dev, dt = pick_device(device, dtype)
+    from core.ml.device import MODEL_CACHE
+
+    key = ("renderer", str(folder.resolve()), str(dev), str(dt))
+    with _lock:
+        if key not in MODEL_CACHE:
+            # one diffusion model at a time: a new one frees the old (each is several GB)
+            unload()
+        return MODEL_CACHE.get(key, lambda: _load_uncached(folder, str(model), dev, dt))
+
+
+def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    for name in COMPONENTS:
+        if not (folder / name).is_dir():
+            raise ModelError(
+                f"model folder {folder} has no '{name}' component (expected the StableDiffusionDepth2ImgPipeline "
+                f"layout: {', '.join(COMPONENTS)}); re-download the model"
+            )
+    loaders = {
+        "unet": lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True, torch_dtype=dt),
+        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True, torch_dtype=dt),
+        "text_encoder": lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True, dtype=dt),
+        "tokenizer": lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True),
+    }
+    loaded: dict[str, Any] = {}
+    try:  # no per-shard progress bars on the terminal: the engine reports its own progress
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+        dlog.disable_progress_bar()
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    quiet = [logging.getLogger(n) for n in ("diffusers", "transformers")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    try:
+        for name, fn in loaders.items():
+            try:
+                loaded[name] = fn()
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError, EnvironmentError) as exc:
+                raise _component_error(folder, name, exc) from exc
+            except Exception as exc:  # safetensors' own errors and the like
+                raise _component_error(folder, name, exc) from exc
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    unet = loaded["unet"]
+    vae = loaded["vae"]
+    in_ch = int(unet.config.in_channels)
+    lat_ch = int(vae.config.latent_channels)
+    if in_ch != lat_ch + 1:
+        raise ModelError(
+            f"model {folder} is not depth-conditioned: its UNet takes {in_ch} input channels, expected "
+            f"{lat_ch + 1} ({lat_ch} latent + 1 depth), e.g. stabilityai/stable-diffusion-2-depth"
+        )
+    if len(unet.up_blocks) < 2:
+        raise ModelError(f"model {folder}: UNet has {len(unet.up_blocks)} up blocks; Diffusion Handles needs the SD layout")
+    for m in (unet, vae, loaded["text_encoder"]):
+        m.requires_grad_(False)
+        m.eval()
+        m.to(dev)
+    scheduler = _make_scheduler(folder)
+    return HandlesModels(
+        path=folder,
+        model_id=model_id,
+        unet=unet,
+        vae=vae,
+        text_encoder=loaded["text_encoder"],
+        tokenizer=loaded["tokenizer"],
+        scheduler=scheduler,
+        device=dev,
+        dtype=dt,
+    )
+
+
+def unload(model: str | os.PathLike | None = None) -> int:
+    """Drop cached diffusion models (all, or those loaded from ``model``) and free their memory."""
+    from core.ml.device import MODEL_CACHE
+
+    if model is None:
+        return MODEL_CACHE.unload(where=lambda k: isinstance(k, tuple) and k[:1] == ("renderer",))
+    try:
+        target = str(resolve_model(model).resolve())
+    except ModelError:
+        return 0
+    return MODEL_CACHE.unload(where=lambda k: isinstance(k, tuple) and k[:2] == ("renderer", target))
+
+
+def loaded_models() -> list[tuple]:
+    """Keys ("renderer", folder, device, dtype) of the cached diffusion models."""
+    from core.ml.device import MODEL_CACHE
+
+    return [k for k in MODEL_CACHE.keys() if isinstance(k, tuple) and k[:1] == ("renderer",)]

@@ -1,0 +1,324 @@
+"""DiffusionHandlesRenderer: the real engine behind :class:`core.jobs.Renderer`.
+
+``render(scene, request, emit, token)``:
+
+1. applies the request's transforms to a copy of the scene and, when ``request.resolution``
+   differs from the scene's working size, resamples it (``core.io.working_size``: both sides
+   multiples of 64, aspect kept);
+2. loads the model (cached), builds or reuses the photo's :class:`Identity` (cached per content,
+   prompt, model, steps, resolution and inversion settings; reusable from project caches);
+3. plans the warp (``core.geometry.warp.plan``) and the correspondences at every captured
+   feature size, conditions on the edited depth and denoises with guidance and/or injection,
+   keeping the untouched background on the identity's trajectory;
+4. decodes, brings the result to the scene's working size and (option) pastes the original photo
+   outside the changed region with a feathered seam.
+
+The result is (H, W, 3) uint8 at the scene's working size; ``last_info`` describes it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError, RenderCancelled
+from core.jobs import CancelToken, EmitFn, Progress, RenderRequest
+from core.ml.handles.presets import HandlesSettings, preset
+from core.scene import Scene, SceneObject
+
+IDENTITY_CACHE_PREFIX = "identity:"
+
+
+def _noop(_e) -> None:
+    pass
+
+
+def render_size(scene: Scene, resolution: int) -> tuple[int, int]:
+    """(w, h) of a render at long side ``resolution`` for ``scene`` (its own size when it matches)."""
+    w, h = scene.size
+    if max(w, h) == int(resolution) and w % 64 == 0 and h % 64 == 0:
+        return w, h
+    from core.io import working_size
+
+    return working_size(w, h, long_side=int(resolution))
+
+
+def resample_scene(scene: Scene, size: tuple[int, int]) -> Scene:
+    """``scene`` at ``size`` = (w, h): photo Lanczos, depth area/bilinear, masks by majority.
+
+    Transforms are unchanged (camera-frame depth units do not depend on the pixel grid; the
+    field of view is kept).
+    """
+    if scene.size == tuple(size):
+        return scene
+    from core.io import resize_float, resize_mask, resize_rgb
+
+    objs = [SceneObject(name=o.name, mask=resize_mask(o.mask, size), transform=o.transform, visible=o.visible, id=o.id) for o in scene.objects]
+    return replace(
+        scene,
+        photo=resize_rgb(scene.photo, size),
+        depth=resize_float(scene.depth, size),
+        camera=scene.camera.resized(*size),
+        objects=objs,
+        variants=dict(scene.variants),
+        original_photo=None,
+        alpha=None if scene.alpha is None else resize_float(scene.alpha, size),
+        background_depth=None if scene.background_depth is None else resize_float(scene.background_depth, size),
+    )
+
+
+def soft_region(region: np.ndarray, margin: int, feather: int) -> np.ndarray:
+    """Float32 weight: 1 on ``region`` dilated by ``margin`` cells, a linear ramp over ``feather``
+    cells outside it, exactly 0 beyond (distances are Euclidean, in cells)."""
+    from scipy import ndimage
+
+    region = np.asarray(region, dtype=bool)
+    if not region.any():
+        return np.zeros(region.shape, np.float32)
+    d = ndimage.distance_transform_edt(~region)
+    ramp = 1.0 - (d - margin) / float(feather + 1) if feather > 0 else (d <= margin).astype(np.float64)
+    return np.clip(np.where(d <= margin, 1.0, ramp), 0.0, 1.0).astype(np.float32)
+
+
+def upsample_weight(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) weight in [0, 1] -> (H, W) = ``size`` (w, h) by bilinear interpolation (pixel
+    centres); a pixel whose four neighbouring cells are all 0 stays exactly 0."""
+    from PIL import Image
+
+    up = np.asarray(Image.fromarray(np.asarray(alpha, np.float32), mode="F").resize(size, Image.BILINEAR))
+    return np.clip(up, 0.0, 1.0).astype(np.float32)
+
+
+class DiffusionHandlesRenderer:
+    """Diffusion Handles on a depth-conditioned SD model (see the module docstring).
+
+    ``model``: catalog name, repo id or folder of a StableDiffusionDepth2ImgPipeline-layout model
+    (a request's own ``model`` wins when it is not the catalog default); ``device``: "auto"|"cpu"|
+    "cuda"|"mps"; ``dtype``: None (fp16 on GPUs, fp32 on CPU) or "fp32"|"fp16"|"bf16".
+    """
+
+    name = "diffusion-handles"
+    max_identities = 2
+
+    def __init__(self, model: str | os.PathLike = "stable-diffusion-2-depth", device: str = "auto", dtype: str | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.last_info: dict = {}
+        self.last_identity_key: str | None = None
+        self._identities: OrderedDict[str, object] = OrderedDict()
+        self._serialised: dict[str, bytes] = {}
+        self._engine = None
+        self._engine_key = None
+
+    # ------------------------------------------------------------------ identity cache
+    def add_identity_bytes(self, data: bytes) -> str | None:
+        """Offer a stored identity (e.g. from a project's caches); it is loaded when a render needs it."""
+        from core.ml.handles.identity import Identity
+
+        key = Identity.peek_key(data)
+        if key:
+            self._serialised[key] = data
+        return key
+
+    def identity_bytes(self, key: str | None = None) -> bytes | None:
+        """The serialised identity ``key`` (default: the last render's) for a project cache."""
+        key = key or self.last_identity_key
+        if key is None:
+            return None
+        if key in self._serialised:
+            return self._serialised[key]
+        ident = self._identities.get(key)
+        return None if ident is None else ident.to_bytes()
+
+    def clear(self) -> None:
+        """Forget cached identities and drop the engine reference (the model stays in the model cache)."""
+        self._identities.clear()
+        self._serialised.clear()
+        self._engine = None
+        gc.collect()
+
+    # ------------------------------------------------------------------ helpers
+    def settings_for(self, request: RenderRequest) -> HandlesSettings:
+        s = preset(request.preset, request.settings)
+        return replace(s, steps=int(request.steps), resolution=int(request.resolution))
+
+    def _engine_for(self, request: RenderRequest, emit: EmitFn):
+        from core.ml.handles.engine import HandlesEngine
+        from core.ml.handles.models import load_models
+
+        model = request.model if request.model and request.model != "stable-diffusion-2-depth" else self.model
+        device = request.device if request.device and request.device != "auto" else self.device
+        key = (str(model), str(device), str(self.dtype))
+        if self._engine is None or self._engine_key != key:
+            emit(Progress(stage="loading", step=0, total=1, message=f"loading {Path(str(model)).name}"))
+            self._engine = HandlesEngine(load_models(model, device, self.dtype))
+            self._engine_key = key
+            emit(Progress(stage="loading", step=1, total=1, message="model ready"))
+        return self._engine, str(model)
+
+    def identity_key(self, scene: Scene, request: RenderRequest, model_id: str | None = None) -> str:
+        from core.ml.handles.identity import identity_key
+
+        settings = self.settings_for(request)
+        size = render_size(scene, settings.resolution)
+        small = resample_scene(scene, size)
+        prompt = request.prompt or scene.prompt
+        return identity_key(small.content_id(), prompt, model_id or str(self.model), size, settings.identity_fields())
+
+    def _identity(self, engine, scene: Scene, prompt: str, settings: HandlesSettings, key: str, emit, token):
+        from core.ml.handles.identity import Identity
+
+        need = settings.n_captured()
+        ident = self._identities.get(key)
+        reused = "memory"
+        if ident is None and key in self._serialised:
+            try:
+                store = engine._store_device(settings)
+                ident = Identity.from_bytes(self._serialised[key], device=engine.device, activations_device=store)
+                reused = "stored"
+            except InputError:
+                self._serialised.pop(key, None)
+                ident = None
+        if ident is not None and ident.n_captured < need:
+            ident = None
+        if ident is None:
+            reused = ""
+            self._identities.pop(key, None)
+            ident = engine.build_identity(scene.photo, scene.depth, prompt, settings, key=key, n_captured=need, emit=emit, token=token)
+            self._serialised.pop(key, None)
+        self._identities[key] = ident
+        self._identities.move_to_end(key)
+        while len(self._identities) > self.max_identities:
+            self._identities.popitem(last=False)
+        return ident, reused
+
+    # ------------------------------------------------------------------ Renderer
+    def render(self, scene: Scene, request: RenderRequest, emit: EmitFn = _noop, token: CancelToken | None = None) -> np.ndarray:
+        token = token or CancelToken()
+        cancelled = False
+        try:
+            return self._render(scene, request, emit, token)
+        except RenderCancelled:
+            cancelled = True
+        # outside the except block: the traceback (and the tensors its frames held) is gone
+        if cancelled:
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:  # pragma: no cover
+                pass
+            raise RenderCancelled("render cancelled")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _render(self, scene: Scene, request: RenderRequest, emit: EmitFn, token: CancelToken) -> np.ndarray:
+        import torch
+
+        from core.geometry.warp import feature_correspondence, plan as warp_plan
+        from core.ml.handles.identity import identity_key
+        from core.ml.handles.warping import BlockWarp
+        from core.render import scene_for_request
+
+        t0 = time.monotonic()
+        token.check()
+        settings = self.settings_for(request)
+        edited = scene_for_request(scene, request)
+        work_size = scene.size
+        size = render_size(scene, settings.resolution)
+        small = resample_scene(edited, size)
+        prompt = request.prompt or scene.prompt
+        engine, model_id = self._engine_for(request, emit)
+        engine.counts.clear()
+        engine.timings.clear()
+        token.check()
+
+        key = identity_key(small.content_id(), prompt, model_id, size, settings.identity_fields())
+        t_id = time.monotonic()
+        ident, reused = self._identity(engine, small, prompt, settings, key, emit, token)
+        id_seconds = time.monotonic() - t_id
+        id_counts = dict(engine.counts)
+        engine.counts.clear()
+        self.last_identity_key = key
+
+        # geometry: the plan and its correspondences at every captured feature size
+        t_r = time.monotonic()
+        plan = warp_plan(small)
+        warps = {}
+        for b, acts in ident.activations.items():
+            if b not in settings.blocks or acts.numel() == 0:
+                continue
+            hb, wb = int(acts.shape[-2]), int(acts.shape[-1])
+            factor = size[1] // hb
+            if factor * hb != size[1] or factor * wb != size[0]:
+                raise InputError(f"feature size {wb}x{hb} of up_blocks[{b}] does not divide the render size {size[0]}x{size[1]}")
+            warps[b] = BlockWarp.from_correspondence(feature_correspondence(plan, factor, margin=1), device=engine.device)
+        blend = None
+        if settings.background_blend:
+            vf = engine.m.vae_factor
+            corr = feature_correspondence(plan, vf, margin=max(0, int(settings.blend_margin)))
+            alpha = soft_region(~np.asarray(corr.background, dtype=bool), 0, int(settings.blend_feather))
+            blend = torch.from_numpy(alpha)[None, None].to(engine.device)
+        if settings.depth_norm == "source":
+            depth = engine.depth_condition(plan.edited_depth, ident.disparity_range)
+        else:
+            depth = engine.depth_condition(plan.edited_depth)
+        token.check()
+        z = engine.denoise(ident, depth, settings, warps=warps, blend_alpha=blend, emit=emit, token=token, preview_size=work_size)
+        token.check()
+        emit(Progress(stage="decode", step=0, total=1, message="decoding"))
+        image = engine.decode_latent(z)
+        del z
+        if blend is not None:
+            # the decoder mixes the whole latent (its attention is global): outside the edited
+            # region, take the identity's decoded reconstruction so those pixels stay exactly
+            if ident.recon_image is None:
+                ident.recon_image = engine.decode_latent(ident.trajectory[-1][None].to(engine.device))
+            a = upsample_weight(alpha, (size[0], size[1]))[..., None]
+            image = np.where(a > 0, np.rint(a * image + (1 - a) * ident.recon_image.astype(np.float32)), ident.recon_image)
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        emit(Progress(stage="decode", step=1, total=1, message="done"))
+
+        # back to the working size; paste the untouched photo around the changed region
+        if image.shape[:2] != (work_size[1], work_size[0]):
+            from PIL import Image
+
+            image = np.asarray(Image.fromarray(image).resize(work_size, Image.BICUBIC))
+        pasted = False
+        if settings.paste_background:
+            from core.io import resize_mask
+
+            changed = resize_mask(np.asarray(plan.changed, dtype=bool), work_size)
+            a = soft_region(changed, int(settings.paste_margin), int(settings.paste_feather))[..., None]
+            image = np.clip(np.rint(a * image.astype(np.float32) + (1 - a) * scene.photo.astype(np.float32)), 0, 255).astype(np.uint8)
+            pasted = True
+        render_seconds = time.monotonic() - t_r
+        self.last_info = {
+            "renderer": self.name,
+            "geometric": False,
+            "preset": request.preset,
+            "seconds": round(time.monotonic() - t0, 3),
+            "identity_seconds": round(id_seconds, 3),
+            "render_seconds": round(render_seconds, 3),
+            "identity_reused": reused or False,
+            "identity_key": key,
+            "identity_bytes": ident.nbytes(),
+            "render_size": list(size),
+            "steps": settings.steps,
+            "guided_steps": min(settings.n_guided(), ident.n_captured),
+            "injected_steps": min(settings.n_injected(), ident.n_captured),
+            "unet_evals": dict(engine.counts),
+            "identity_unet_evals": id_counts,
+            "device": str(engine.device),
+            "dtype": str(engine.m.dtype).replace("torch.", ""),
+            "pasted_background": pasted,
+        }
+        return np.ascontiguousarray(image, dtype=np.uint8)

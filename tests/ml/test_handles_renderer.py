@@ -1,0 +1,154 @@
+"""DiffusionHandlesRenderer end to end on the tiny model: sizes, events, caching, blending, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tiny_sd import synthetic_scene  # noqa: E402
+from core.errors import RenderCancelled  # noqa: E402
+from core.jobs import CancelToken, Preview, Progress, RenderRequest  # noqa: E402
+from core.transform import Transform3D  # noqa: E402
+
+STEPS = 4
+
+
+def _request(scene, dx=0.4, **settings):
+    settings.setdefault("preview_every", 2)
+    return RenderRequest(
+        scene_id=scene.content_id(),
+        transforms={"box": Transform3D(translation=(dx, 0.0, 0.0)).to_dict()},
+        prompt=scene.prompt,
+        steps=STEPS,
+        preset=settings.pop("preset", "default"),
+        resolution=settings.pop("resolution", max(scene.size)),
+        settings=settings,
+    )
+
+
+@pytest.fixture
+def renderer(tiny_sd_dir):
+    from core.ml.handles.renderer import DiffusionHandlesRenderer
+
+    return DiffusionHandlesRenderer(tiny_sd_dir, device="cpu")
+
+
+def test_render_emits_events_and_returns_the_working_size(renderer):
+    scene = synthetic_scene(128, 64)
+    events = []
+    img = renderer.render(scene, _request(scene), events.append, CancelToken())
+    assert img.shape == (64, 128, 3) and img.dtype == np.uint8
+    stages = [e.stage for e in events if isinstance(e, Progress)]
+    for stage in ("loading", "identity", "render", "decode"):
+        assert stage in stages
+    render_steps = [e.step for e in events if isinstance(e, Progress) and e.stage == "render"]
+    assert render_steps == list(range(1, STEPS + 1))
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert previews and previews[0].image.shape == (64, 128, 3) and previews[0].step == 2
+    info = renderer.last_info
+    assert info["guided_steps"] == 2 and info["unet_evals"] == {"forward_backward": 2, "cfg": STEPS}
+    assert info["identity_unet_evals"] == {"forward": STEPS, "cfg": STEPS}
+    # the planner the benchmark scales by agrees with what ran
+    s = renderer.settings_for(_request(scene))
+    assert s.expected_unet_evals() == info["unet_evals"]
+    assert s.expected_unet_evals(identity=True) == info["identity_unet_evals"]
+
+
+def test_identity_is_cached_and_restored_from_bytes(renderer, tiny_sd_dir):
+    from core.ml.handles.renderer import DiffusionHandlesRenderer
+
+    scene = synthetic_scene(128, 64)
+    first = renderer.render(scene, _request(scene, dx=0.3), lambda e: None, CancelToken())
+    key = renderer.last_info["identity_key"]
+    assert renderer.identity_key(scene, _request(scene, dx=0.3), model_id=str(tiny_sd_dir)) == key
+    second = renderer.render(scene, _request(scene, dx=-0.3), lambda e: None, CancelToken())
+    assert renderer.last_info["identity_reused"] == "memory"
+    assert renderer.last_info["identity_unet_evals"] == {}
+    assert not np.array_equal(first, second)
+    # a different prompt is a different identity
+    other = _request(scene, dx=0.3)
+    other = RenderRequest(**{**other.to_dict(), "prompt": "a blue box"})
+    renderer.render(scene, other, lambda e: None, CancelToken())
+    assert renderer.last_info["identity_key"] != key
+    # a fresh renderer given the stored bytes skips the identity and renders the same image
+    data = renderer.identity_bytes(key)
+    fresh = DiffusionHandlesRenderer(tiny_sd_dir, device="cpu")
+    assert fresh.add_identity_bytes(data) == key
+    again = fresh.render(scene, _request(scene, dx=0.3), lambda e: None, CancelToken())
+    assert fresh.last_info["identity_reused"] == "stored"
+    assert np.array_equal(again, first)
+
+
+def test_background_far_from_the_objects_equals_the_reconstruction(renderer):
+    from scipy import ndimage
+
+    from core.geometry.warp import plan
+    from core.ml.handles.engine import HandlesEngine
+    from core.render import scene_for_request
+
+    scene = synthetic_scene(128, 64)
+    req = _request(scene, dx=0.4, paste_background=False, blend_margin=1, blend_feather=0)
+    img = renderer.render(scene, req, lambda e: None, CancelToken())
+    eng = HandlesEngine(renderer._engine.m)
+    ident = renderer._identities[renderer.last_info["identity_key"]]
+    recon = eng.decode_latent(eng.reconstruct(ident, renderer.settings_for(req)))
+    changed = plan(scene_for_request(scene, req)).changed
+    far = ndimage.distance_transform_edt(~changed) > 40
+    assert far.sum() > 100
+    assert np.array_equal(img[far], recon[far])
+    assert not np.array_equal(img[changed], recon[changed])
+    # without blending the far pixels drift (so the equality above is the option's doing)
+    free = renderer.render(scene, _request(scene, dx=0.4, paste_background=False, background_blend=False), lambda e: None, CancelToken())
+    assert not np.array_equal(free[far], recon[far])
+
+
+def test_paste_keeps_the_photo_outside_the_changed_region(renderer):
+    from scipy import ndimage
+
+    from core.geometry.warp import plan
+    from core.render import scene_for_request
+
+    scene = synthetic_scene(128, 64)
+    req = _request(scene, dx=0.4, paste_margin=4, paste_feather=4)
+    img = renderer.render(scene, req, lambda e: None, CancelToken())
+    changed = plan(scene_for_request(scene, req)).changed
+    d = ndimage.distance_transform_edt(~changed)
+    assert np.array_equal(img[d > 9], scene.photo[d > 9])
+    assert not np.array_equal(img[changed], scene.photo[changed])
+
+
+def test_lower_resolution_renders_and_returns_the_working_size(renderer):
+    scene = synthetic_scene(256, 128)
+    img = renderer.render(scene, _request(scene, preset="draft", resolution=128), lambda e: None, CancelToken())
+    assert img.shape == (128, 256, 3)
+    assert renderer.last_info["render_size"] == [128, 64]
+    assert renderer.last_info["unet_evals"].get("forward_backward", 0) == 0
+    assert renderer.last_info["injected_steps"] == 2
+
+
+def test_cancel_during_render_stops_within_one_evaluation(renderer):
+    import gc
+
+    scene = synthetic_scene(128, 64)
+    renderer.render(scene, _request(scene), lambda e: None, CancelToken())  # identity cached
+    token = CancelToken()
+    calls = []
+
+    def hook(_m, _i, _o):
+        calls.append(1)
+        if len(calls) == 3:
+            token.cancel()
+
+    unet = renderer._engine.m.unet
+    h = unet.register_forward_hook(hook)
+    try:
+        with pytest.raises(RenderCancelled):
+            renderer.render(scene, _request(scene, dx=-0.2), lambda e: None, token)
+    finally:
+        h.remove()
+    assert len(calls) == 3
+    gc.collect()
+    # nothing of the aborted render still hooks the UNet
+    assert all(not b._forward_hooks for b in unet.up_blocks)
