@@ -225,7 +225,6 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
 
 def _to_rgb_and_alpha(im) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow image -> (H, W, 3) uint8 RGB and an optional (H, W) float32 alpha in [0, 1]."""
-    from PIL import Image
 
     mode = im.mode
     alpha = None

@@ -13,7 +13,7 @@ object shares the same pivot, composition and inversion have closed forms (see m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

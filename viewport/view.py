@@ -36,7 +36,6 @@ from PySide6.QtOpenGLWidgets import QOpenGLWidget
 
 from core import gizmo as gz
 from core.scene import Scene
-from core.transform import Transform3D
 from core.viewcam import OrbitCamera
 from viewport.cloud import BACKGROUND, DEFAULT_POINT_BUDGET, FILL, VERTEX_BYTES, CloudData, build_cloud, hole_flags
 

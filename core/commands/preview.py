@@ -81,6 +81,51 @@ def _save_image(path: Path, image, what: str) -> None:
         raise InputError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
 
 
+def apply_edit(scene, args, kind: str) -> None:
+    """Set the scene's transforms from ``--variant`` or the transform flags (``preview`` and ``render``).
+
+    ``kind`` is "folder" for a Diffusion Handles scene folder (flags default to the DH frame) or
+    "project" (flags default to the camera frame); see :func:`add_edit_arguments`.
+    """
+    frame = args.frame or ("dh" if kind == "folder" else "camera")
+    manual = any(getattr(args, d) is not None for d in _MANUAL)
+    names = ", ".join(o.name for o in scene.objects) or "none"
+    if args.variant is not None:
+        if args.object is not None:
+            raise InputError("--object is for a transform given on the command line, not with --variant")
+        if args.variant not in scene.variants:
+            variants = ", ".join(scene.variants) or "none"
+            raise InputError(f"{args.source}: no variant named {args.variant!r} (variants: {variants})")
+        scene.apply_variant(args.variant)
+    elif manual or args.object is not None:
+        if args.object is not None:
+            if args.object not in {o.name for o in scene.objects}:
+                raise InputError(f"{args.source}: no object named {args.object!r} (objects: {names})")
+            obj = scene.object(args.object)
+        elif len(scene.objects) == 1:
+            obj = scene.objects[0]
+        else:
+            raise InputError(f"{args.source}: has {len(scene.objects)} objects ({names}); choose one with --object")
+        obj.transform = edit_transform(args, frame)
+
+
+def add_edit_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    """The source and edit flags shared by ``preview`` and ``render``."""
+    p.add_argument("source", metavar="P.handles|DIR", help="project file or Diffusion Handles scene folder")
+    p.add_argument("--variant", action=_Edit, default=None, metavar="NAME", help=f"{verb} a stored variant (named edit)")
+    p.add_argument("--object", default=None, metavar="NAME", help="object the transform applies to (default: the only object)")
+    p.add_argument("--translate", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
+                   help="translation in depth units, in --frame")
+    p.add_argument("--rotate-axis", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
+                   help="rotation axis in --frame (any length; default 0 1 0)")
+    p.add_argument("--rotate-deg", action=_Edit, default=None, type=float, metavar="A",
+                   help="rotation angle in degrees, right-handed, about the object's centroid")
+    p.add_argument("--scale", action=_Edit, default=None, type=float, metavar="S", help="uniform scale about the centroid")
+    p.add_argument("--frame", choices=("dh", "camera"), default=None,
+                   help="frame of --translate/--rotate-axis: dh (+X left, +Y up, +Z forward; default for scene "
+                   "folders) or camera (+X right, +Y down, +Z forward; default for projects)")
+
+
 def cmd_preview(args) -> int:
     import numpy as np
 
@@ -92,28 +137,7 @@ def cmd_preview(args) -> int:
     if out.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{out}: unsupported image type {out.suffix or '(none)'} (use {', '.join(IMAGE_EXTENSIONS)})")
     scene, kind, _ = load_any_scene(args.source, long_side=args.long_side, repair=args.repair_depth)
-    frame = args.frame or ("dh" if kind == "folder" else "camera")
-    manual = any(getattr(args, d) is not None for d in _MANUAL)
-
-    if args.variant is not None:
-        if args.object is not None:
-            raise InputError("--object is for a transform given on the command line, not with --variant")
-        if args.variant not in scene.variants:
-            names = ", ".join(scene.variants) or "none"
-            raise InputError(f"{args.source}: no variant named {args.variant!r} (variants: {names})")
-        scene.apply_variant(args.variant)
-    elif manual or args.object is not None:
-        if args.object is not None:
-            if args.object not in {o.name for o in scene.objects}:
-                names = ", ".join(o.name for o in scene.objects) or "none"
-                raise InputError(f"{args.source}: no object named {args.object!r} (objects: {names})")
-            obj = scene.object(args.object)
-        elif len(scene.objects) == 1:
-            obj = scene.objects[0]
-        else:
-            names = ", ".join(o.name for o in scene.objects) or "none"
-            raise InputError(f"{args.source}: has {len(scene.objects)} objects ({names}); choose one with --object")
-        obj.transform = edit_transform(args, frame)
+    apply_edit(scene, args, kind)
 
     plan = warp_plan(scene)
     result = render_preview(scene, plan)
@@ -142,19 +166,7 @@ def register(subparsers) -> None:
         "preview", help="write the geometric preview of a moved object",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", metavar="P.handles|DIR", help="project file or Diffusion Handles scene folder")
-    p.add_argument("--variant", action=_Edit, default=None, metavar="NAME", help="preview a stored variant (named edit)")
-    p.add_argument("--object", default=None, metavar="NAME", help="object the transform applies to (default: the only object)")
-    p.add_argument("--translate", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
-                   help="translation in depth units, in --frame")
-    p.add_argument("--rotate-axis", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
-                   help="rotation axis in --frame (any length; default 0 1 0)")
-    p.add_argument("--rotate-deg", action=_Edit, default=None, type=float, metavar="A",
-                   help="rotation angle in degrees, right-handed, about the object's centroid")
-    p.add_argument("--scale", action=_Edit, default=None, type=float, metavar="S", help="uniform scale about the centroid")
-    p.add_argument("--frame", choices=("dh", "camera"), default=None,
-                   help="frame of --translate/--rotate-axis: dh (+X left, +Y up, +Z forward; default for scene "
-                   "folders) or camera (+X right, +Y down, +Z forward; default for projects)")
+    add_edit_arguments(p, "preview")
     p.add_argument("-o", "--output", required=True, metavar="out.png", help="preview image to write")
     p.add_argument("--depth-out", default=None, metavar="depth.npy", help="write the edited depth (float32, depth units)")
     p.add_argument("--hole-out", default=None, metavar="hole.png", help="write the hole mask (255 = uncovered background)")

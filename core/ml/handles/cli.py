@@ -67,32 +67,6 @@ def _progress_printer(stream=None):
     return emit
 
 
-def _apply_edit(scene, args, kind: str) -> None:
-    """Set the scene's transforms from --variant or the transform flags (as ``preview`` does)."""
-    from core.commands.preview import _MANUAL, edit_transform
-
-    frame = args.frame or ("dh" if kind == "folder" else "camera")
-    manual = any(getattr(args, d) is not None for d in _MANUAL)
-    if args.variant is not None:
-        if args.object is not None:
-            raise InputError("--object is for a transform given on the command line, not with --variant")
-        if args.variant not in scene.variants:
-            names = ", ".join(scene.variants) or "none"
-            raise InputError(f"{args.source}: no variant named {args.variant!r} (variants: {names})")
-        scene.apply_variant(args.variant)
-    elif manual or args.object is not None:
-        names = ", ".join(o.name for o in scene.objects) or "none"
-        if args.object is not None:
-            if args.object not in {o.name for o in scene.objects}:
-                raise InputError(f"{args.source}: no object named {args.object!r} (objects: {names})")
-            obj = scene.object(args.object)
-        elif len(scene.objects) == 1:
-            obj = scene.objects[0]
-        else:
-            raise InputError(f"{args.source}: has {len(scene.objects)} objects ({names}); choose one with --object")
-        obj.transform = edit_transform(args, frame)
-
-
 def cmd_render(args) -> int:
     import numpy as np
 
@@ -130,7 +104,9 @@ def cmd_render(args) -> int:
         depth = DepthEstimator(args.depth_model, device=args.device).estimate(scene.photo, size=scene.size)
         scene.depth = np.ascontiguousarray(depth, dtype=np.float32)
         scene.depth_source = f"estimated:{args.depth_model}"
-    _apply_edit(scene, args, kind)
+    from core.commands.preview import apply_edit
+
+    apply_edit(scene, args, kind)
 
     from core.ml.handles.models import resolve_model
     from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX, DiffusionHandlesRenderer
@@ -180,28 +156,14 @@ def cmd_render(args) -> int:
     return 0
 
 
-def _floats(n: int):
-    return {"nargs": n, "type": float}
-
-
 def register(subparsers) -> None:
-    from core.commands.preview import _Edit
+    from core.commands.preview import add_edit_arguments
 
     p = subparsers.add_parser(
         "render", help="re-render a moved object with the diffusion model (Diffusion Handles)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", metavar="P.handles|DIR", help="project file or Diffusion Handles scene folder")
-    p.add_argument("--variant", action=_Edit, default=None, metavar="NAME", help="render a stored variant (named edit)")
-    p.add_argument("--object", default=None, metavar="NAME", help="object the transform applies to (default: the only object)")
-    p.add_argument("--translate", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
-                   help="translation in depth units, in --frame")
-    p.add_argument("--rotate-axis", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
-                   help="rotation axis in --frame (any length; default 0 1 0)")
-    p.add_argument("--rotate-deg", action=_Edit, default=None, type=float, metavar="A",
-                   help="rotation angle in degrees, right-handed, about the object's centroid")
-    p.add_argument("--scale", action=_Edit, default=None, type=float, metavar="S", help="uniform scale about the centroid")
-    p.add_argument("--frame", choices=("dh", "camera"), default=None, help="frame of --translate/--rotate-axis")
+    add_edit_arguments(p, "render")
     p.add_argument("--model", default="stable-diffusion-2-depth", metavar="PATH_OR_NAME",
                    help="diffusion model folder, catalog name or repo id (default: stable-diffusion-2-depth)")
     p.add_argument("--depth-model", default=None, metavar="PATH_OR_NAME",

@@ -147,7 +147,6 @@ def load_models(model: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", 
 
 
 def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
-    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 

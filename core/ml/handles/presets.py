@@ -28,7 +28,7 @@ Step-dependent quantities are fractions of the step count so that a preset works
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from core.errors import InputError
