@@ -1,0 +1,254 @@
+"""The render worker: one thread that owns the models and runs one job at a time, latest wins.
+
+The GUI thread submits render requests (:meth:`RenderWorker.submit`) or other model jobs such as
+depth estimation (:meth:`RenderWorker.submit_task`). A newer job cancels the running one through
+its :class:`core.jobs.CancelToken` and replaces any job still waiting, so while the user drags only
+the latest request is rendered. The job's :mod:`core.jobs` events (Queued, Progress, Preview,
+Finished, Cancelled, Error, plus :class:`TaskDone` for tasks) are emitted through the Qt signal
+:attr:`RenderWorker.event` as ``(job_id, event)``; the worker object lives in the GUI thread, so
+Qt queues the signal to it: slots run in the GUI thread and never block on model work.
+
+Renderers come from a *renderer factory* ``factory(request) -> Renderer`` called in the worker
+thread (so a diffusion model and torch are imported and loaded there, never in the GUI thread).
+:class:`ModelRendererFactory` is the real one: the Diffusion Handles engine when its model is on
+disk (created lazily, cached, so its identity cache survives between edits of one photo), the
+geometric renderer otherwise, with the reason (and the fetch command) in the result's info.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from core.errors import HandlesError, ModelError, RenderCancelled
+from core.jobs import CancelToken, Cancelled, Error, Finished, Progress, Queued, RenderRequest
+from core.render import GeometricRenderer
+
+RendererFactory = Callable[[RenderRequest], Any]
+TaskFn = Callable[[Callable[[Any], None], CancelToken], Any]
+
+
+@dataclass
+class TaskDone:
+    """A task submitted with :meth:`RenderWorker.submit_task` returned ``result``."""
+
+    name: str
+    result: Any
+
+
+@dataclass
+class _Job:
+    id: int
+    token: CancelToken
+    request: RenderRequest | None = None
+    scene: Any = None
+    task: TaskFn | None = None
+    name: str = "render"
+    submitted: float = field(default_factory=time.monotonic)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, prefixed by its type unless it is a HandlesError."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, HandlesError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ModelRendererFactory:
+    """Real renderer factory: Diffusion Handles when the model is on disk, geometric otherwise.
+
+    Called in the worker thread only. Engines are cached by (model path, device, precision); the
+    engine keeps the identity of the current photo, so it is computed once per photo.
+    ``device``/``precision`` come from the settings ("auto", "cpu", "cuda", "mps" / "auto",
+    "fp32", "fp16", "bf16").
+    """
+
+    def __init__(self, device: str = "auto", precision: str = "auto", model_folders: list[str] | None = None) -> None:
+        self.device = device
+        self.precision = precision
+        self.model_folders = list(model_folders or [])
+        self._engines: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def find(self, model: str):
+        """Path of ``model`` on disk; raises ModelError (with the fetch command) when missing."""
+        from core.ml import store
+
+        return store.find_model(model, role="renderer", extra_dirs=self.model_folders)
+
+    def __call__(self, request: RenderRequest):
+        if request.preset == "geometric":
+            return GeometricRenderer()
+        try:
+            path = self.find(request.model)
+        except ModelError as exc:
+            r = GeometricRenderer()
+            r.fallback_message = str(exc)
+            return r
+        device = request.device if request.device not in ("", None, "auto") else self.device
+        dtype = None if self.precision == "auto" else self.precision
+        key = (str(path), device, dtype)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                from core.ml.handles import DiffusionHandlesRenderer  # heavy: torch, diffusers
+
+                self._engines.clear()  # one engine at a time: release the memory of the previous one
+                engine = DiffusionHandlesRenderer(path, device=device, dtype=dtype)
+                self._engines[key] = engine
+        return engine
+
+    def unload(self) -> None:
+        with self._lock:
+            self._engines.clear()
+
+
+class _Thread(QThread):
+    def __init__(self, worker: "RenderWorker") -> None:
+        super().__init__()
+        self._worker = worker
+        self.setObjectName("render-worker")
+
+    def run(self) -> None:  # noqa: D401 - Qt override
+        self._worker._loop()
+
+
+class RenderWorker(QObject):
+    """One worker thread, one job at a time, latest wins. See the module docstring."""
+
+    #: (job id, core.jobs event or TaskDone)
+    event = Signal(int, object)
+    #: True while a job runs or waits
+    busyChanged = Signal(bool)
+
+    def __init__(self, renderer_factory: RendererFactory | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.renderer_factory: RendererFactory = renderer_factory or ModelRendererFactory()
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._pending: _Job | None = None
+        self._current: _Job | None = None
+        self._stopping = False
+        self._busy = False
+        self._thread = _Thread(self)
+        self._thread.start()
+
+    # ----- GUI-thread API -----
+    def submit(self, scene, request: RenderRequest) -> int:
+        """Queue a render of ``scene`` (a snapshot the GUI no longer mutates) for ``request``."""
+        job = _Job(id=next(self._ids), token=CancelToken(), request=request, scene=scene, name="render")
+        self._enqueue(job)
+        self.event.emit(job.id, Queued(request))
+        return job.id
+
+    def submit_task(self, name: str, fn: TaskFn) -> int:
+        """Queue ``fn(emit, token) -> result`` (runs in the worker thread; latest wins too)."""
+        job = _Job(id=next(self._ids), token=CancelToken(), task=fn, name=name)
+        self._enqueue(job)
+        return job.id
+
+    def cancel(self) -> None:
+        """Cancel the running job and drop the waiting one."""
+        dropped = None
+        with self._cond:
+            if self._current is not None:
+                self._current.token.cancel()
+            dropped, self._pending = self._pending, None
+        if dropped is not None:
+            self.event.emit(dropped.id, Cancelled(dropped.request))
+        self._update_busy()
+
+    def is_busy(self) -> bool:
+        with self._cond:
+            return self._current is not None or self._pending is not None
+
+    def current_job(self) -> int | None:
+        with self._cond:
+            job = self._pending or self._current
+            return job.id if job else None
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel everything and stop the thread; True when it stopped within ``timeout_ms``."""
+        with self._cond:
+            self._stopping = True
+            if self._current is not None:
+                self._current.token.cancel()
+            self._pending = None
+            self._cond.notify_all()
+        return self._thread.wait(timeout_ms)
+
+    # ----- internals -----
+    def _enqueue(self, job: _Job) -> None:
+        dropped = None
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the render worker has been shut down")
+            if self._current is not None:
+                self._current.token.cancel()
+            dropped, self._pending = self._pending, job
+            self._cond.notify_all()
+        if dropped is not None:
+            self.event.emit(dropped.id, Cancelled(dropped.request))
+        self._update_busy()
+
+    def _update_busy(self) -> None:
+        with self._cond:
+            busy = self._current is not None or self._pending is not None
+            changed = busy != self._busy
+            self._busy = busy
+        if changed:
+            self.busyChanged.emit(busy)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job, self._pending = self._pending, None
+                self._current = job
+            try:
+                self._execute(job)
+            finally:
+                with self._cond:
+                    self._current = None
+                self._update_busy()
+
+    def _execute(self, job: _Job) -> None:
+        def emit(ev) -> None:
+            self.event.emit(job.id, ev)
+
+        try:
+            job.token.check()
+            if job.task is not None:
+                result = job.task(emit, job.token)
+                job.token.check()
+                emit(TaskDone(job.name, result))
+                return
+            request = job.request
+            emit(Progress(stage="loading", step=0, total=1, message="preparing the renderer"))
+            renderer = self.renderer_factory(request)
+            job.token.check()
+            t0 = time.monotonic()
+            image = renderer.render(job.scene, request, emit, job.token)
+            job.token.check()
+            info = {"renderer": getattr(renderer, "name", type(renderer).__name__)}
+            info.update(dict(getattr(renderer, "last_info", None) or {}))
+            info.setdefault("seconds", round(time.monotonic() - t0, 3))
+            info.setdefault("geometric", isinstance(renderer, GeometricRenderer))
+            fallback = getattr(renderer, "fallback_message", None)
+            if fallback:
+                info["model_missing"] = fallback
+            emit(Finished(request, image, info))
+        except RenderCancelled:
+            emit(Cancelled(job.request))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event, never a crash
+            emit(Error(one_line(exc), traceback.format_exc()))
