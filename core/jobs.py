@@ -83,6 +83,8 @@ class Finished:
     image: np.ndarray  # (H, W, 3) uint8
     #: e.g. {"renderer": "diffusion-handles", "seconds": 12.3, "unet_evals": 50, "geometric": False}
     info: dict = field(default_factory=dict)
+    #: named data the client may keep in the project's caches (e.g. "identity:<key>" -> bytes)
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass

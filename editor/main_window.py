@@ -954,7 +954,7 @@ class MainWindow(QMainWindow):
     def request_render(self) -> int:
         self.render_panel.commit_pending()
         request = self.build_request()
-        self._render_job = self.worker.submit(self._snapshot(), request)
+        self._render_job = self.worker.submit(self._snapshot(), request, caches=self.doc.caches)
         self._render_started = time.monotonic()
         self.render_panel.set_running(True)
         return self._render_job
@@ -1023,6 +1023,11 @@ class MainWindow(QMainWindow):
 
     def _on_render_finished(self, ev: Finished) -> None:
         info = dict(ev.info)
+        if ev.blobs:
+            # keep one identity per project (the current photo's): it is ~100 MB at 512 px
+            for name in [n for n in self.doc.caches if n.startswith("identity:")]:
+                del self.doc.caches[name]
+            self.doc.caches.update(ev.blobs)
         rec = self.model.add_render(ev.image, ev.request.to_dict(), info)
         self._render_job = None
         secs = time.monotonic() - self._render_started

@@ -50,6 +50,8 @@ class _Job:
     scene: Any = None
     task: TaskFn | None = None
     name: str = "render"
+    #: the project's caches (name -> bytes) a renderer may reuse, e.g. a stored identity
+    caches: dict = field(default_factory=dict)
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -141,9 +143,14 @@ class RenderWorker(QObject):
         self._thread.start()
 
     # ----- GUI-thread API -----
-    def submit(self, scene, request: RenderRequest) -> int:
-        """Queue a render of ``scene`` (a snapshot the GUI no longer mutates) for ``request``."""
-        job = _Job(id=next(self._ids), token=CancelToken(), request=request, scene=scene, name="render")
+    def submit(self, scene, request: RenderRequest, caches: dict | None = None) -> int:
+        """Queue a render of ``scene`` (a snapshot the GUI no longer mutates) for ``request``.
+
+        ``caches`` are the project's stored blobs: a stored identity of this photo is reused, and a
+        newly computed one comes back in ``Finished.blobs`` for the project to keep.
+        """
+        job = _Job(id=next(self._ids), token=CancelToken(), request=request, scene=scene, name="render",
+                   caches=dict(caches or {}))
         self._enqueue(job)
         self.event.emit(job.id, Queued(request))
         return job.id
@@ -222,6 +229,21 @@ class RenderWorker(QObject):
                     self._current = None
                 self._update_busy()
 
+    @staticmethod
+    def _reuse_identity(renderer, job: _Job) -> str | None:
+        """Hand a stored identity of this photo to a diffusion renderer; the cache name, or None."""
+        if not hasattr(renderer, "identity_key"):
+            return None
+        from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX
+
+        name = IDENTITY_CACHE_PREFIX + renderer.identity_key(job.scene, job.request)
+        if name in job.caches:
+            try:
+                renderer.add_identity_bytes(job.caches[name])
+            except Exception:  # noqa: BLE001 - a damaged cache only costs a recomputation
+                job.caches.pop(name, None)
+        return name
+
     def _execute(self, job: _Job) -> None:
         def emit(ev) -> None:
             self.event.emit(job.id, ev)
@@ -238,8 +260,14 @@ class RenderWorker(QObject):
             renderer = self.renderer_factory(request)
             job.token.check()
             t0 = time.monotonic()
+            identity_name = self._reuse_identity(renderer, job)
             image = renderer.render(job.scene, request, emit, job.token)
             job.token.check()
+            blobs = {}
+            if identity_name and identity_name not in job.caches:
+                data = renderer.identity_bytes(identity_name.split(":", 1)[1])
+                if data:
+                    blobs[identity_name] = data
             info = {"renderer": getattr(renderer, "name", type(renderer).__name__)}
             info.update(dict(getattr(renderer, "last_info", None) or {}))
             info.setdefault("seconds", round(time.monotonic() - t0, 3))
@@ -247,7 +275,7 @@ class RenderWorker(QObject):
             fallback = getattr(renderer, "fallback_message", None)
             if fallback:
                 info["model_missing"] = fallback
-            emit(Finished(request, image, info))
+            emit(Finished(request, image, info, blobs))
         except RenderCancelled:
             emit(Cancelled(job.request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event, never a crash

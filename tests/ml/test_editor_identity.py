@@ -1,0 +1,53 @@
+"""The editor's render worker with the real engine on the tiny model: the identity of a photo is
+returned for the project's caches and a stored one is reused by a fresh engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from tiny_sd import synthetic_scene  # noqa: E402
+from core.jobs import Finished, RenderRequest  # noqa: E402
+from core.transform import Transform3D  # noqa: E402
+
+
+def _render(qtbot, scene, request, caches=None) -> Finished:
+    from editor.worker import ModelRendererFactory, RenderWorker
+
+    worker = RenderWorker(ModelRendererFactory(device="cpu"))  # a fresh factory: a fresh engine
+    events = []
+    worker.event.connect(lambda job, ev: events.append(ev))
+    try:
+        worker.submit(scene, request, caches=caches)
+        qtbot.waitUntil(lambda: any(type(e).__name__ in ("Finished", "Error") for e in events), timeout=120_000)
+    finally:
+        assert worker.shutdown(10_000)
+    last = events[-1]
+    assert isinstance(last, Finished), getattr(last, "details", last)
+    return last
+
+
+def test_identity_goes_to_the_project_and_comes_back(qtbot, tiny_sd_dir):
+    scene = synthetic_scene(128, 64)
+    request = RenderRequest(
+        scene_id=scene.content_id(),
+        transforms={"box": Transform3D(translation=(0.3, 0.0, 0.0)).to_dict()},
+        prompt=scene.prompt,
+        steps=3,
+        preset="default",
+        model=str(tiny_sd_dir),
+        resolution=128,
+        device="cpu",
+    )
+    first = _render(qtbot, scene, request)
+    assert first.info["geometric"] is False
+    assert list(first.blobs) == ["identity:" + first.info["identity_key"]]
+    assert first.info["identity_reused"] is False
+
+    second = _render(qtbot, scene, request, caches=first.blobs)
+    assert second.info["identity_reused"] == "stored"
+    assert second.info["identity_unet_evals"] == {}
+    assert second.blobs == {}  # already in the project: nothing new to store
+    assert np.array_equal(first.image, second.image)
