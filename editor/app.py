@@ -72,8 +72,23 @@ def _install_excepthook(window) -> None:
     sys.excepthook = hook
 
 
+def _display_problem() -> str | None:
+    """A one-line reason why no window can open here (Linux without a display), or None."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open the editor on (DISPLAY and WAYLAND_DISPLAY are unset): run it in a desktop "
+            "session, or under a virtual one with `xvfb-run -a make run`; the command line works without one "
+            "(handles-studio --help)")
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    problem = _display_problem()
+    if problem:
+        print(f"handles-studio: error: {problem}", file=sys.stderr)
+        return 1
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app = make_application()
     from PySide6.QtCore import QTimer
