@@ -137,18 +137,23 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _check_file(path: Path, what: str) -> None:
-    """Raise an InputError for a missing file, a folder, an unreadable or empty file."""
+def check_file(path: Path, what: str, error: type[Exception] = InputError, label: str | None = None) -> None:
+    """Raise ``error`` (one line) for a missing file, a folder, an unreadable or an empty file.
+
+    ``what`` names the kind of file in the message ("photo", "depth", "project"); ``label`` is how
+    the file is named (default: its name).
+    """
+    label = label if label is not None else _name(path)
     if not path.exists():
-        raise InputError(f"{_name(path)}: {what} file not found")
+        raise error(f"{label}: {what} file not found")
     if path.is_dir():
-        raise InputError(f"{_name(path)}: is a folder, not a {what} file")
+        raise error(f"{label}: is a folder, not a {what} file")
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise InputError(f"{_name(path)}: cannot read the {what} file ({exc.strerror or exc})") from exc
+        raise error(f"{label}: cannot read the {what} file ({exc.strerror or exc})") from exc
     if size == 0:
-        raise InputError(f"{_name(path)}: the {what} file is empty (0 bytes)")
+        raise error(f"{label}: the {what} file is empty (0 bytes)")
 
 
 def _zero_size_hint(path: Path, fmt: str | None, head: bytes) -> str | None:
@@ -174,7 +179,7 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    _check_file(path, what)
+    check_file(path, what)
     try:
         with open(path, "rb") as fh:
             head = fh.read(32)
@@ -477,7 +482,7 @@ def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", s
         raise InputError(f"depth kind must be 'depth' or 'disparity', got {kind!r}")
     if scale is not None and not (math.isfinite(float(scale)) and float(scale) > 0):
         raise InputError(f"{_name(path)}: depth scale must be a positive number, got {scale}")
-    _check_file(path, "depth")
+    check_file(path, "depth")
     ext = path.suffix.lower()
     if ext == ".exr":
         a = _read_exr(path)

@@ -53,6 +53,7 @@ import numpy as np
 import core
 from core.camera import Camera
 from core.errors import HandlesError, ProjectError
+from core.io import check_file
 from core.scene import Scene, SceneObject, new_id
 from core.transform import Transform3D
 
@@ -412,16 +413,7 @@ class _Reader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.exists():
-            raise ProjectError(f"{path}: project file not found")
-        if path.is_dir():
-            raise ProjectError(f"{path}: is a folder, not a project file")
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ProjectError(f"{path}: cannot read the project file ({exc.strerror or exc})") from exc
-        if size == 0:
-            raise ProjectError(f"{path}: the project file is empty (0 bytes)")
+        check_file(path, "project", ProjectError, label=str(path))
         try:
             self.zf = zipfile.ZipFile(path, "r")
         except zipfile.BadZipFile as exc:
