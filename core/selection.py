@@ -292,6 +292,35 @@ def _component_graph8(links: list[tuple[np.ndarray, tuple[int, int]]], shape, se
     return labels == labels[seed_ij]
 
 
+def _depth_normals(depth: np.ndarray, fov_deg: float, smooth: float) -> np.ndarray:
+    """Unit surface normals (H, W, 3) float32, camera frame, of the z-depth map lifted with a
+    pinhole camera of ``fov_deg`` over the longer side (principal point at the image centre, as
+    :meth:`core.camera.Camera.unproject_depth`); the depth is Gaussian-smoothed by ``smooth``
+    pixels first. Normals point towards the camera's -Z half space or away; only angles between
+    them are used."""
+    h, w = depth.shape
+    d = ndimage.gaussian_filter(depth, smooth, mode="nearest") if smooth > 0 else depth
+    f = (max(w, h) / 2.0) / np.tan(np.radians(fov_deg) / 2.0)
+    x = ((np.arange(w, dtype=np.float32) + 0.5 - w / 2.0) / f)[None, :]
+    y = ((np.arange(h, dtype=np.float32) + 0.5 - h / 2.0) / f)[:, None]
+    pts = np.stack([x * d, y * d, d], axis=-1).astype(np.float32)
+    p = np.pad(pts, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    n = np.cross(p[1:-1, 2:] - p[1:-1, :-2], p[2:, 1:-1] - p[:-2, 1:-1])
+    n /= np.linalg.norm(n, axis=-1, keepdims=True) + np.float32(1e-12)
+    return n
+
+
+def _crease_cosine(normals: np.ndarray, gap: int) -> np.ndarray:
+    """Per pixel (H, W): the smaller of the cosines between the normals ``gap`` pixels left/right
+    and ``gap`` pixels above/below (edge-clamped). Low values mark creases."""
+    h, w = normals.shape[:2]
+    k = gap
+    p = np.pad(normals, ((k, k), (k, k), (0, 0)), mode="edge")
+    cx = np.einsum("ijk,ijk->ij", p[k:k + h, 0:w], p[k:k + h, 2 * k:2 * k + w])
+    cy = np.einsum("ijk,ijk->ij", p[0:h, k:k + w], p[2 * k:2 * k + h, k:k + w])
+    return np.minimum(cx, cy)
+
+
 def magic_wand(
     photo: np.ndarray,
     depth: np.ndarray | None,
@@ -302,6 +331,12 @@ def magic_wand(
     edge_color_tol: float | None = None,
     edge_depth_tol: float | None = None,
     fill_holes: int = 0,
+    normal_tol: float | None = None,
+    crease_color_tol: float = 20.0,
+    normal_smooth: float = 2.0,
+    crease_gap: int = 2,
+    fov_deg: float = 55.0,
+    color_smooth: float = 0.0,
 ) -> np.ndarray:
     """Depth-aware region growing from ``seed`` (x, y image pixels); returns a bool mask (H, W).
 
@@ -321,6 +356,23 @@ def magic_wand(
     discontinuities (an object's silhouette) even where colours match. ``fill_holes`` > 0 fills
     enclosed holes of fewer than that many pixels (noise, specular highlights).
 
+    *Crease-aware* linking (``normal_tol`` in degrees, needs ``depth``): the depth map is lifted
+    to camera-frame points with a pinhole camera of ``fov_deg`` over the longer image side (see
+    :class:`core.camera.Camera`; depth smoothed by a Gaussian of ``normal_smooth`` pixels first),
+    surface normals are taken from the points' central differences, and a pixel lies on a
+    *crease* when its normals ``crease_gap`` pixels to either side (along x or along y) differ by
+    more than ``normal_tol``. Two neighbours are then linked only when they are off creases, or
+    when their RGB step is at most ``crease_color_tol``. So growth follows texture edges across
+    a smooth surface (a checker on a face, stripes on a ball) and single-coloured creases (a box's
+    edges), but stops where a crease coincides with a colour change (an object standing on a
+    floor, where depth alone is continuous). ``normal_tol`` None (default) skips this test.
+
+    ``color_smooth`` > 0 compares colours on the photo smoothed by a Gaussian of that many pixels:
+    fine texture (a checker, fabric, foliage) then reads as its average colour, while the boundary
+    between two differently coloured surfaces stays. On the 14 photogen photos, ``color_smooth``
+    2 with ``color_tol`` 60 raised the mean IoU of one click from 0.38 to 0.39 and its precision
+    from 0.91 to 0.92; on the textured sample scene it takes the box from IoU 0.03 to 0.77.
+
     Costs at 512 x 512 (2-core CPU): about 5 ms for the seed criteria, about 10 ms with edge
     criteria at connectivity 4, about 35 ms at connectivity 8.
     """
@@ -337,15 +389,24 @@ def magic_wand(
     if connectivity not in (4, 8):
         raise SelectionError(f"wand connectivity must be 4 or 8, got {connectivity!r}")
     for name, v in (("color_tol", color_tol), ("depth_tol", depth_tol),
-                    ("edge_color_tol", edge_color_tol), ("edge_depth_tol", edge_depth_tol)):
+                    ("edge_color_tol", edge_color_tol), ("edge_depth_tol", edge_depth_tol),
+                    ("normal_tol", normal_tol), ("crease_color_tol", crease_color_tol),
+                    ("normal_smooth", normal_smooth), ("color_smooth", color_smooth)):
         if v is not None and not (np.isfinite(float(v)) and float(v) >= 0):
             raise SelectionError(f"wand {name} must be a number >= 0 or None, got {v!r}")
+    if not (isinstance(crease_gap, (int, np.integer)) and crease_gap >= 1):
+        raise SelectionError(f"wand crease_gap must be an integer number of pixels >= 1, got {crease_gap!r}")
+    if not (np.isfinite(float(fov_deg)) and 0.0 < float(fov_deg) < 180.0):
+        raise SelectionError(f"wand fov_deg must be between 0 and 180 degrees, got {fov_deg!r}")
     si, sj = _seed_pixel(seed, h, w)
 
     rgb = img[..., :3].astype(np.float32)
+    if color_smooth and float(color_smooth) > 0:
+        rgb = ndimage.gaussian_filter(rgb, sigma=(float(color_smooth), float(color_smooth), 0.0), mode="nearest")
     use_depth = dep is not None and depth_tol is not None
     use_edge_depth = dep is not None and edge_depth_tol is not None
-    if use_depth or use_edge_depth:
+    use_crease = dep is not None and normal_tol is not None
+    if use_depth or use_edge_depth or use_crease:
         d_ok = np.isfinite(dep) & (dep > 0)
         if not d_ok[si, sj]:
             raise SelectionError(f"the depth at the wand seed ({sj}, {si}) is not valid; click on a pixel with depth")
@@ -354,14 +415,21 @@ def magic_wand(
     if color_tol is not None:
         diff = rgb - rgb[si, sj]
         cand &= np.einsum("ijk,ijk->ij", diff, diff) <= float(color_tol) ** 2
-    if use_depth or use_edge_depth:
+    if use_depth or use_edge_depth or use_crease:
         cand &= d_ok
     if use_depth:
         d0 = float(dep[si, sj])
         with np.errstate(invalid="ignore"):
             cand &= np.abs(dep - d0) <= float(depth_tol) * d0
 
-    if edge_color_tol is None and not use_edge_depth:
+    flat = None
+    if use_crease:
+        filled = np.where(d_ok, dep, float(dep[si, sj])).astype(np.float32)
+        normals = _depth_normals(filled, float(fov_deg), float(normal_smooth))
+        flat = _crease_cosine(normals, int(crease_gap)) >= np.float32(np.cos(np.radians(float(normal_tol))))
+        crease_c2 = float(crease_color_tol) ** 2
+
+    if edge_color_tol is None and not use_edge_depth and flat is None:
         structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
         labels, _ = ndimage.label(cand, structure=structure)
         region = labels == labels[si, sj]
@@ -375,6 +443,9 @@ def magic_wand(
                 da, db = dep[a], dep[b]
                 with np.errstate(invalid="ignore"):
                     ok &= np.abs(da - db) <= float(edge_depth_tol) * np.minimum(da, db)
+            if flat is not None:
+                dc = rgb[a] - rgb[b]
+                ok &= (flat[a] & flat[b]) | (np.einsum("ijk,ijk->ij", dc, dc) <= crease_c2)
             return ok
 
         s, e, a_ = slice(None, -1), slice(1, None), slice(None)

@@ -22,6 +22,7 @@ from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QDoubleSpinBox,
@@ -495,6 +496,14 @@ class MainWindow(QMainWindow):
         opts.addWidget(self.color_tol)
         opts.addWidget(self._toolbar_label("depth"))
         opts.addWidget(self.depth_tol)
+        self.wand_surfaces = QCheckBox("Surfaces")
+        self.wand_surfaces.setToolTip(
+            "Magic wand follows smooth surfaces across texture and stops at creases where the colour changes "
+            "(an object standing on a floor). Best with exact depth (3D renders, depth sensors); with "
+            "estimated depth, leave it off and Shift+click to add what one click missed."
+        )
+        self.wand_surfaces.toggled.connect(self.set_wand_surfaces)
+        opts.addWidget(self.wand_surfaces)
         opts.addSeparator()
         for n in ("feather", "grow", "shrink"):
             opts.addAction(a[n])
@@ -788,6 +797,18 @@ class MainWindow(QMainWindow):
         if act is not None:
             act.setChecked(True)
         self.photo.setFocus()
+
+    def set_wand_surfaces(self, on: bool) -> None:
+        """Switch the wand between colour-to-seed (photos) and crease-aware surface growth."""
+        on = bool(on)
+        if self.wand_surfaces.isChecked() != on:
+            self.wand_surfaces.setChecked(on)  # re-enters through toggled
+            return
+        self.photo.set_tool_option("normal_tol", 20.0 if on else None)
+        # crease linking compares raw neighbour colours (smoothing would blur the colour change at a crease)
+        self.photo.set_tool_option("color_smooth", 0.0 if on else 2.0)
+        self.photo.set_tool_option("color_tol", None if on else (float(self.color_tol.value()) or None))
+        self.color_tol.setEnabled(not on)
 
     def set_gizmo_mode(self, mode: str) -> None:
         self.view3d.set_gizmo_mode(mode)
