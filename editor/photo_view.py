@@ -74,7 +74,7 @@ DEFAULT_OPTIONS: dict[str, object] = {
     "crease_color_tol": 20.0,  # wand: RGB step allowed across a crease
     "connectivity": 4,
     "fill_holes": 256,  # wand: fill enclosed holes smaller than this (pixels)
-    "mask_opacity": 0.35,  # unselected objects; the selected one is drawn stronger
+    "mask_opacity": 0.35,  # tint of the selected object; the others get 0.3 of it plus their outline
     "show_masks": True,
     "show_hole": True,
 }
@@ -409,7 +409,8 @@ class PhotoView(QWidget):
             if mask.shape != (h, w):
                 raise ValueError(f"mask of object {oid!r} has shape {mask.shape}, expected {(h, w)}")
             chosen = oid == self._selected and self._selected is not None
-            fill_a = min(base_alpha * (1.6 if chosen else 1.0), 0.85)
+            # the photo must stay readable: other objects get a faint wash and their outline
+            fill_a = min(base_alpha * 1.3, 0.85) if chosen else base_alpha * 0.3
             ov.array[mask] = _argb_pixel(color, fill_a)
             edge = sel.outline(mask, 2 if chosen else 1)
             ov.array[edge] = _argb_pixel(color.lighter(130) if chosen else color, 1.0 if chosen else 0.8)
