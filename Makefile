@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test sysdeps venv venv-dev lint-imports bench bench-render bench-viewport clean
+.PHONY: run test sysdeps venv venv-dev lint-imports bench bench-render bench-viewport bench-editor clean
 
 run: venv
 	$(PY) main.py $(ARGS)
@@ -40,6 +40,9 @@ bench: venv
 
 bench-render: venv
 	$(PY) -m benchmarks.render
+
+bench-editor: venv
+	QT_QPA_PLATFORM=offscreen $(PY) -m benchmarks.editor
 
 bench-viewport: venv
 	scripts/with-display.sh $(PY) -m benchmarks.viewport
