@@ -988,8 +988,7 @@ class MainWindow(QMainWindow):
         if self.view3d.is_dragging():
             self.view3d.cancel_drag()
             return
-        if getattr(self.photo, "_gesture", None) is not None:
-            self.photo.set_tool(self.photo.tool())  # switching the tool cancels its gesture
+        if self.photo.cancel_gesture():
             return
         self.cancel_render()
 

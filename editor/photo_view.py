@@ -312,6 +312,13 @@ class PhotoView(QWidget):
     def tool(self) -> str:
         return self._tool
 
+    def cancel_gesture(self) -> bool:
+        """Drop a stroke, lasso, polygon or rectangle in progress (Esc); True when there was one."""
+        busy = self._gesture is not None or bool(self._path) or self._rect_start is not None
+        if busy:
+            self._cancel_gesture()
+        return busy
+
     def set_tool_option(self, key: str, value: object) -> None:
         """Set a tool option (see ``DEFAULT_OPTIONS``): brush_size (diameter, image px), op, the wand's
         color_tol / depth_tol / edge_color_tol / edge_depth_tol / normal_tol / crease_color_tol /

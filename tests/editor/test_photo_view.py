@@ -413,3 +413,18 @@ def test_caption_and_empty_view_paint(view):
     assert max(_rgb(img, int(12 * dpr), int(12 * dpr))) < 160
     view.set_caption("")
     assert _rgb(_grab(view), int(12 * dpr), int(12 * dpr)) == (255, 255, 255)
+
+
+def test_cancel_gesture_drops_a_lasso_in_progress(view):
+    view.set_image(np.zeros((60, 80, 3), np.uint8))
+    view.set_tool("lasso")
+    got = _collect(view)
+    assert view.cancel_gesture() is False  # nothing in progress
+    pts = [view.map_from_image(x, y) for x, y in ((10, 10), (40, 10), (40, 40), (10, 40))]
+    QTest.mousePress(view, LEFT, NOMOD, _pt(pts[0]))
+    for p in pts[1:]:
+        _move(view, p)
+    assert view.cancel_gesture() is True
+    QTest.mouseRelease(view, LEFT, NOMOD, _pt(pts[-1]))
+    assert got == []  # the cancelled lasso made no mask edit
+    assert view.cancel_gesture() is False
