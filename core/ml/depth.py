@@ -44,7 +44,7 @@ from typing import Iterable
 import numpy as np
 
 from core.errors import InputError, ModelError
-from core.ml.device import MODEL_CACHE, DeviceInfo, pick_device
+from core.ml.device import MODEL_CACHE, DeviceInfo, load_pretrained_pair, pick_device
 from core.ml.store import default_model, find_model
 
 #: the relative-depth assumption (metres): nearest and farthest visible points
@@ -112,15 +112,6 @@ def resize_map(values, size: tuple[int, int]):
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)[0, 0]
 
 
-def _quiet_transformers() -> None:
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - cosmetics only
-        pass
-
-
 class DepthEstimator:
     """Depth Anything V2 (or any transformers depth-estimation model) loaded from disk.
 
@@ -168,21 +159,10 @@ class DepthEstimator:
         return MODEL_CACHE.get(self.cache_key, self._load)
 
     def _load(self):
-        import torch
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-        _quiet_transformers()
-        info = self.device_info
-        try:
-            processor = AutoImageProcessor.from_pretrained(str(self.path), local_files_only=True)
-            model = AutoModelForDepthEstimation.from_pretrained(
-                str(self.path), local_files_only=True, dtype=getattr(torch, info.dtype)
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load the depth model from {self.path}: {msg}") from None
-        model.to(info.device).eval()
-        return model, processor
+        return load_pretrained_pair(self.path, self.device_info, AutoImageProcessor, AutoModelForDepthEstimation,
+                                    "depth model")
 
     def unload(self) -> None:
         """Drop this model from the cache and free its memory."""

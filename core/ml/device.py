@@ -26,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
-from core.errors import InputError
+from core.errors import InputError, ModelError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
@@ -265,3 +265,28 @@ MODEL_CACHE = ModelCache(max_items=int(os.environ.get("HANDLES_MODEL_CACHE_ITEMS
 def unload_all() -> int:
     """Free every cached model (the editor's "free memory" action)."""
     return MODEL_CACHE.unload()
+
+
+def load_pretrained_pair(path, info: DeviceInfo, processor_cls, model_cls, what: str):
+    """``(model, processor)`` of a transformers model folder, offline, on ``info``'s device and dtype.
+
+    ``processor_cls``/``model_cls`` are transformers classes (e.g. AutoImageProcessor and
+    AutoModelForDepthEstimation); a folder that does not load gives a one-line ModelError naming
+    ``what`` and the folder.
+    """
+    import torch
+
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetics only
+        pass
+    try:
+        processor = processor_cls.from_pretrained(str(path), local_files_only=True)
+        model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=getattr(torch, info.dtype))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load the {what} from {path}: {msg}") from None
+    model.to(info.device).eval()
+    return model, processor

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from core.errors import InputError, ModelError
-from core.ml.device import MODEL_CACHE, DeviceInfo, pick_device
+from core.ml.device import MODEL_CACHE, DeviceInfo, load_pretrained_pair, pick_device
 from core.ml.store import default_model, find_model
 
 Point = tuple[float, float, int]
@@ -76,24 +76,9 @@ class Segmenter:
         return MODEL_CACHE.get(self.cache_key, self._load)
 
     def _load(self):
-        import torch
         from transformers import SamModel, SamProcessor
 
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except Exception:  # noqa: BLE001 - cosmetics only
-            pass
-        info = self.device_info
-        try:
-            processor = SamProcessor.from_pretrained(str(self.path), local_files_only=True)
-            model = SamModel.from_pretrained(str(self.path), local_files_only=True, dtype=getattr(torch, info.dtype))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load the SAM model from {self.path}: {msg}") from None
-        model.to(info.device).eval()
-        return model, processor
+        return load_pretrained_pair(self.path, self.device_info, SamProcessor, SamModel, "SAM model")
 
     def unload(self) -> None:
         """Drop the model and the kept image embedding; free their memory."""
