@@ -366,6 +366,8 @@ class MainWindow(QMainWindow):
         A("render", "&Render", self.request_render, "Ctrl+Return", "Render the edit", icon=SP.SP_MediaPlay)
         self.actions_by_name["render"].setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
         A("cancel", "&Cancel Render", self.cancel, "Esc", "Cancel the render (or the drag in progress)", icon=SP.SP_MediaStop)
+        A("free_memory", "&Free Model Memory", self.free_model_memory,
+          tip="Unload the diffusion, depth and segmentation models; they load again when next needed")
         A("auto_render", "&Auto-render After Drags", self._set_auto_render, tip="Render each time a drag ends", checkable=True).setChecked(self.settings.auto_render)
         # help
         A("about", "&About Handles Studio", self.about)
@@ -418,6 +420,8 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Render")
         for n in ("render", "cancel", "auto_render"):
             m.addAction(a[n])
+        m.addSeparator()
+        m.addAction(a["free_memory"])
         m = mb.addMenu("&Help")
         m.addAction(a["shortcuts"])
         m.addAction(a["about"])
@@ -1402,6 +1406,24 @@ class MainWindow(QMainWindow):
         return True
 
     # ================================================================ dialogs
+    def free_model_memory(self) -> int:
+        """Unload every cached model in the worker (a running render is cancelled: latest wins)."""
+        factory = self.renderer_factory
+        segmenters = self._segmenters
+
+        def run(emit, token):
+            from core.ml.device import free_memory, unload_all
+
+            if hasattr(factory, "unload"):
+                factory.unload()  # the engines (and the identities they hold in memory)
+            segmenters.clear()
+            count = unload_all()  # every model in the shared cache: diffusion, depth, SAM
+            free_memory()
+            return count
+
+        return self.run_task("free memory", run,
+                             lambda n: self.statusBar().showMessage(f"Freed {n} loaded model(s); they load again when needed", 6000))
+
     def settings_dialog(self) -> None:
         from editor.dialogs import SettingsDialog
 

@@ -51,3 +51,22 @@ def test_identity_goes_to_the_project_and_comes_back(qtbot, tiny_sd_dir):
     assert second.info["identity_unet_evals"] == {}
     assert second.blobs == {}  # already in the project: nothing new to store
     assert np.array_equal(first.image, second.image)
+
+
+def test_free_model_memory_unloads_the_cached_models(qtbot, tiny_sd_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HANDLES_STUDIO_CONFIG_DIR", str(tmp_path / "cfg"))
+    from core.ml.device import MODEL_CACHE
+    from core.ml.handles.models import load_models
+    from editor.files import RecoveryManager
+    from editor.main_window import MainWindow
+
+    load_models(tiny_sd_dir, device="cpu")
+    assert MODEL_CACHE.keys(), "loading should have cached the model"
+    win = MainWindow(persist=False, recovery=RecoveryManager(tmp_path / "rec"))
+    try:
+        win.free_model_memory()
+        qtbot.waitUntil(lambda: not MODEL_CACHE.keys() and not win.worker.is_busy(), timeout=20_000)
+        qtbot.waitUntil(lambda: "Freed" in win.statusBar().currentMessage(), timeout=5_000)
+    finally:
+        win.shutdown()
+        win.close()
