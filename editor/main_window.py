@@ -61,6 +61,7 @@ from editor.undo import (
     RenameObjectCommand,
     SettingCommand,
     TransformCommand,
+    VariantCommand,
     VisibilityCommand,
 )
 from editor.worker import ModelRendererFactory, RenderWorker, TaskDone, one_line
@@ -408,6 +409,10 @@ class MainWindow(QMainWindow):
         for act in self.gizmo_group.actions():
             m.addAction(act)
         m.addAction(a["gizmo_frame"])
+        m.addSeparator()
+        self.variants_menu = m.addMenu("&Variants")
+        self.variants_menu.setToolTipsVisible(True)
+        self.variants_menu.aboutToShow.connect(self._fill_variants_menu)
         m = mb.addMenu("&View")
         for n in ("frame", "reset_view", "points_bigger", "points_smaller"):
             m.addAction(a[n])
@@ -696,6 +701,50 @@ class MainWindow(QMainWindow):
     # ================================================================ undo helpers
     def _push(self, cmd) -> None:
         self.undo_stack.push(cmd)
+        self._update_title()
+
+    # ----- variants: named sets of object transforms (e.g. the edits of a Diffusion Handles scene)
+    def _fill_variants_menu(self) -> None:
+        m = self.variants_menu
+        m.clear()
+        for name in self.scene.variants:
+            act = m.addAction(f"Apply \u201c{name}\u201d")
+            act.setToolTip("Set every object's transform from this variant (one undo step)")
+            act.triggered.connect(lambda _c=False, n=name: self.apply_variant(n))
+        if self.scene.variants:
+            m.addSeparator()
+        m.addAction("&Store Current Transforms as Variant\u2026", self.store_variant_dialog)
+
+    def store_variant_dialog(self) -> None:
+        from PySide6.QtWidgets import QLineEdit
+
+        i = 1
+        while f"variant {i}" in self.scene.variants:
+            i += 1
+        name, ok = QInputDialog.getText(self, "Store variant", "Variant name:", QLineEdit.EchoMode.Normal, f"variant {i}")
+        if ok and name.strip():
+            self.store_variant(name.strip())
+
+    def store_variant(self, name: str) -> None:
+        """Keep the current transforms of all objects as variant ``name`` (undoable)."""
+        self._push(VariantCommand(self.model, name, self.scene.transforms()))
+        self.statusBar().showMessage(f"Stored variant \u201c{name}\u201d", 4000)
+
+    def apply_variant(self, name: str) -> None:
+        """Set every object's transform from variant ``name``; objects it does not name go back to
+        where they were in the photo. One undo step."""
+        if name not in self.scene.variants:
+            self.banner.show_message(f"No variant named {name!r}", level="warning", timeout_ms=5000)
+            return
+        variant = self.scene.variants[name]
+        changes = [(o, variant.get(o.name, Transform3D())) for o in self.scene.objects]
+        changes = [(o, t) for o, t in changes if o.transform != t]
+        if not changes:
+            return
+        self.undo_stack.beginMacro(f"Apply variant {name}")
+        for obj, t in changes:
+            self.undo_stack.push(TransformCommand(self.model, obj.id, obj.transform, t))
+        self.undo_stack.endMacro()
         self._update_title()
 
     def set_object_transform(self, obj_id: str, transform: Transform3D) -> None:

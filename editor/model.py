@@ -34,6 +34,8 @@ class DocumentModel(QObject):
     rendersChanged = Signal()
     #: the selected object changed (object id or "")
     selectionChanged = Signal(str)
+    #: the scene's named variants (sets of object transforms) changed
+    variantsChanged = Signal()
 
     def __init__(self, document: Document, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +87,14 @@ class DocumentModel(QObject):
             obj.transform = transform
         self.transformChanged.emit(obj_id)
 
+    def set_variant(self, name: str, transforms: dict | None) -> None:
+        """Store ``transforms`` (object name -> Transform3D) as variant ``name``; None removes it."""
+        if transforms is None:
+            self.scene.variants.pop(name, None)
+        else:
+            self.scene.variants[name] = dict(transforms)
+        self.variantsChanged.emit()
+
     def set_mask(self, obj_id: str, mask: np.ndarray) -> None:
         obj = self.scene.object_by_id(obj_id)
         mask = np.asarray(mask, dtype=bool)
@@ -111,7 +121,13 @@ class DocumentModel(QObject):
         return i, obj
 
     def rename_object(self, obj_id: str, name: str) -> None:
-        self.scene.object_by_id(obj_id).name = name
+        obj = self.scene.object_by_id(obj_id)
+        old = obj.name
+        obj.name = name
+        # variants name their objects: follow the rename (undo renames back the same way)
+        for variant in self.scene.variants.values():
+            if old in variant and old != name:
+                variant[name] = variant.pop(old)
         self.objectsChanged.emit()
 
     def set_visible(self, obj_id: str, visible: bool) -> None:

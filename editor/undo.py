@@ -78,6 +78,28 @@ class TransformCommand(_Command):
         return TransformCommand(self.model, self.obj_id, self.old, self.new, self.text())
 
 
+class VariantCommand(_Command):
+    """Store (or replace) the named variant ``name``: a set of object transforms by object name."""
+
+    def __init__(self, model, name: str, transforms: dict, text: str = ""):
+        super().__init__(model, text or f"Store variant {name}")
+        self.name = name
+        self.new = dict(transforms)
+        old = model.scene.variants.get(name)
+        self.old = None if old is None else dict(old)
+
+    def apply_redo(self) -> None:
+        self.model.set_variant(self.name, self.new)
+
+    def apply_undo(self) -> None:
+        self.model.set_variant(self.name, self.old)
+
+    def clone(self):
+        c = VariantCommand(self.model, self.name, self.new, self.text())
+        c.old = self.old
+        return c
+
+
 def _bbox(diff: np.ndarray) -> tuple[slice, slice] | None:
     rows = np.flatnonzero(diff.any(axis=1))
     if rows.size == 0:

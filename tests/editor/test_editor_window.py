@@ -730,3 +730,44 @@ def test_segment_tool_without_sam_says_what_to_fetch(make_window, monkeypatch, t
     assert win.photo.tool() == "none" and win.actions_by_name["tool_navigate"].isChecked()
     assert win.banner.shown and "sam-vit-base" in win.banner.message and "hf download facebook/sam-vit-base" in win.banner.message
     assert "sam-vit-base" in win.actions_by_name["tool_segment"].toolTip()
+
+
+def test_variants_store_apply_undo_and_follow_renames(make_window, tmp_path):
+    from core.transform import Transform3D
+
+    win = make_window()
+    box, sphere = win.scene.object("box"), win.scene.object("sphere")
+    moved = Transform3D(translation=(0.2, 0.0, 0.1))
+    win.set_object_transform(box.id, moved)
+    win.store_variant("left")
+    assert win.scene.variants["left"]["box"] == moved
+    win.set_object_transform(box.id, Transform3D())
+    win.set_object_transform(sphere.id, Transform3D(translation=(0.0, -0.1, 0.0)))
+    steps = win.undo_stack.count()
+
+    win.apply_variant("left")
+    assert box.transform == moved and sphere.transform.is_identity()
+    assert win.undo_stack.count() == steps + 1  # applying a variant is one undo step
+    win.undo_stack.undo()
+    assert box.transform.is_identity() and sphere.transform.translation[1] == -0.1
+
+    win.rename_object(box.id, "crate")
+    assert "crate" in win.scene.variants["left"] and "box" not in win.scene.variants["left"]
+    win.undo_stack.undo()  # the rename
+    assert "box" in win.scene.variants["left"]
+    # storing is undoable too, and a saved project keeps the variant
+    win.undo_stack.undo()  # sphere move
+    win.undo_stack.undo()  # box reset
+    win.undo_stack.undo()  # the store
+    assert "left" not in win.scene.variants
+    win.undo_stack.redo()
+    assert "left" in win.scene.variants
+    path = tmp_path / "v.handles"
+    assert win.save_to(path)
+    from core.project import load_project
+
+    assert load_project(path).scene.variants["left"]["box"] == moved
+    # the menu lists it
+    win._fill_variants_menu()
+    texts = [a.text() for a in win.variants_menu.actions()]
+    assert any("left" in t for t in texts)
