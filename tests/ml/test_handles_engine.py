@@ -18,8 +18,12 @@ from core.ml.handles.presets import preset  # noqa: E402
 STEPS = 5
 
 
+#: the inverted-noise start (the reference's): these tests check guidance and injection mechanics
+OLD_START = {"preview_start": 0.0, "preview_keep": 0.0, "background_blend": True, "paste_objects": False, "guided_until": 0.5}
+
+
 def _settings(**kw):
-    return replace(preset("default"), steps=STEPS, **kw)
+    return replace(preset("default"), steps=STEPS, **{**OLD_START, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,15 @@ from core.transform import Transform3D  # noqa: E402
 STEPS = 4
 
 
-def _request(scene, dx=0.4, **settings):
+#: the inverted-noise start (the reference's): these tests check guidance, blending and injection
+OLD_START = {"preview_start": 0.0, "preview_keep": 0.0, "background_blend": True, "paste_objects": False, "guided_until": 0.5}
+
+
+def _request(scene, dx=0.4, warp_start=False, **settings):
     settings.setdefault("preview_every", 2)
+    if not warp_start:
+        for k, v in OLD_START.items():
+            settings.setdefault(k, v)
     return RenderRequest(
         scene_id=scene.content_id(),
         transforms={"box": Transform3D(translation=(dx, 0.0, 0.0)).to_dict()},
@@ -121,11 +128,63 @@ def test_paste_keeps_the_photo_outside_the_changed_region(renderer):
 
 def test_lower_resolution_renders_and_returns_the_working_size(renderer):
     scene = synthetic_scene(256, 128)
-    img = renderer.render(scene, _request(scene, preset="draft", resolution=128), lambda e: None, CancelToken())
+    img = renderer.render(scene, _request(scene, preset="draft", resolution=128, warp_start=True), lambda e: None, CancelToken())
     assert img.shape == (128, 256, 3)
     assert renderer.last_info["render_size"] == [128, 64]
     assert renderer.last_info["unet_evals"].get("forward_backward", 0) == 0
-    assert renderer.last_info["injected_steps"] == 2
+    assert renderer.last_info["start_step"] == 2  # 40 % of STEPS, rounded
+    assert renderer.last_info["unet_evals"] == {"cfg": STEPS - 2}
+
+
+def test_warp_then_refine_counts_events_and_evaluations(renderer):
+    scene = synthetic_scene(128, 64)
+    events = []
+    req = _request(scene, warp_start=True)
+    renderer.render(scene, req, events.append, CancelToken())
+    info = renderer.last_info
+    s = renderer.settings_for(req)
+    k0 = s.n_start()
+    assert k0 == 2 and info["start_step"] == k0
+    render_steps = [(e.step, e.total) for e in events if isinstance(e, Progress) and e.stage == "render"]
+    assert render_steps == [(i, STEPS - k0) for i in range(1, STEPS - k0 + 1)]
+    # guidance on the steps from the start to 80 %: step 2 only (round(3.2) = 3)
+    assert info["guided_steps"] == 1 and info["unet_evals"] == {"cfg": STEPS - k0, "forward_backward": 1}
+    assert s.expected_unet_evals() == info["unet_evals"]
+
+
+def test_the_seed_changes_the_edited_region_only(renderer):
+    from scipy import ndimage
+
+    from core.geometry.warp import plan
+    from core.render import scene_for_request
+
+    scene = synthetic_scene(128, 64)
+    a = renderer.render(scene, _request(scene, warp_start=True), lambda e: None, CancelToken())
+    import dataclasses
+
+    req_b = dataclasses.replace(_request(scene, warp_start=True), seed=7)
+    b = renderer.render(scene, req_b, lambda e: None, CancelToken())
+    p = plan(scene_for_request(scene, req_b))
+    outside = ndimage.distance_transform_edt(~p.changed) > 26  # beyond the paste margin and feather
+    assert outside.sum() > 100
+    assert np.array_equal(a[outside], b[outside]) and np.array_equal(a[outside], scene.photo[outside])
+    revealed = p.changed & ~np.isfinite(p.src_x)
+    assert np.abs(a[revealed].astype(int) - b[revealed].astype(int)).mean() > 1.0
+
+
+def test_object_paste_keeps_the_moved_objects_known_pixels(renderer):
+    from core.geometry.warp import plan
+    from core.preview import render_preview
+    from core.render import scene_for_request
+
+    scene = synthetic_scene(128, 64)
+    req = _request(scene, warp_start=True)
+    img = renderer.render(scene, req, lambda e: None, CancelToken())
+    edited = scene_for_request(scene, req)
+    p = plan(edited)
+    known = np.isfinite(p.src_x)
+    assert known.sum() > 50
+    assert np.array_equal(img[known], render_preview(edited, p).image[known])
 
 
 def test_cancel_during_render_stops_within_one_evaluation(renderer):

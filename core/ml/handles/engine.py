@@ -39,6 +39,38 @@ LATENT_RGB = torch.tensor(
 )
 
 
+def disparity_latent(depth: np.ndarray, h: int, w: int, device="cpu") -> torch.Tensor:
+    """(H, W) z-depth -> (1, 1, h, w) disparity (1 / depth) bicubic-resized to the latent size.
+
+    Non-positive or non-finite depth counts as the farthest valid depth; depth below the nearest
+    valid value is clamped to it.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    finite = np.isfinite(depth) & (depth > 0)
+    if not finite.any():
+        raise ValueError("depth map has no positive finite value")
+    floor = float(depth[finite].min())
+    disp = 1.0 / np.where(finite, np.maximum(depth, floor), np.float32(depth[finite].max()))
+    t = torch.from_numpy(disp.astype(np.float32))[None, None].to(device)
+    # as StableDiffusionDepth2ImgPipeline.prepare_depth_map: bicubic resize, then min-max
+    return torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)
+
+
+@torch.no_grad()
+def depth_condition(depth: np.ndarray, h: int, w: int, value_range: tuple[float, float] | None = None, device="cpu") -> torch.Tensor:
+    """(H, W) z-depth -> (1, 1, h, w) float32 conditioning in [-1, 1], as SD2-depth is trained.
+
+    Disparity (1 / depth), bicubic-resized to the latent size (h, w), min-max normalised (over this
+    map, or over ``value_range`` = (min, max) of another map's resized disparity), scaled to
+    [-1, 1]: the normalisation StableDiffusionDepth2ImgPipeline applies to its depth input. The
+    world model's trainer conditions with this very function.
+    """
+    d = disparity_latent(depth, h, w, device)
+    lo, hi = (float(d.min()), float(d.max())) if value_range is None else value_range
+    scale = hi - lo if hi - lo > 1e-12 else 1.0
+    return (2.0 * (d - lo) / scale - 1.0).float()
+
+
 def _noop(_event) -> None:
     pass
 
@@ -175,29 +207,13 @@ class HandlesEngine:
         return float(d.min()), float(d.max())
 
     def _disparity_latent(self, depth: np.ndarray, h: int, w: int) -> torch.Tensor:
-        depth = np.asarray(depth, dtype=np.float32)
-        finite = np.isfinite(depth) & (depth > 0)
-        if not finite.any():
-            raise ValueError("depth map has no positive finite value")
-        floor = float(depth[finite].min())
-        disp = 1.0 / np.where(finite, np.maximum(depth, floor), np.float32(depth[finite].max()))
-        t = torch.from_numpy(disp.astype(np.float32))[None, None].to(self.device)
-        # as StableDiffusionDepth2ImgPipeline.prepare_depth_map: bicubic resize, then min-max
-        return torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)
+        return disparity_latent(depth, h, w, self.device)
 
     @torch.no_grad()
     def depth_condition(self, depth: np.ndarray, value_range: tuple[float, float] | None = None) -> torch.Tensor:
-        """(H, W) z-depth -> (1, 1, H/8, W/8) float32 conditioning in [-1, 1].
-
-        Disparity (1 / depth), bicubic-resized to the latent size, min-max normalised (over this
-        map, or over ``value_range`` = (min, max) of another map's resized disparity), scaled to
-        [-1, 1]: the normalisation StableDiffusionDepth2ImgPipeline applies to its depth input.
-        """
+        """(H, W) z-depth -> (1, 1, H/f, W/f) float32 conditioning in [-1, 1] (:func:`depth_condition`)."""
         h, w = self.latent_size(depth.shape[1], depth.shape[0])
-        d = self._disparity_latent(depth, h, w)
-        lo, hi = (float(d.min()), float(d.max())) if value_range is None else value_range
-        scale = hi - lo if hi - lo > 1e-12 else 1.0
-        return (2.0 * (d - lo) / scale - 1.0).float()
+        return depth_condition(depth, h, w, value_range, self.device)
 
     @torch.no_grad()
     def encode_image(self, photo: np.ndarray) -> torch.Tensor:
@@ -219,7 +235,11 @@ class HandlesEngine:
         from PIL import Image
 
         lat = x0[0].float()
-        if lat.shape[0] == LATENT_RGB.shape[0]:
+        own = self.m.extras.get("latent_rgb")
+        if own is not None:
+            m, b = (torch.from_numpy(a).to(lat.device) for a in own)
+            rgb = torch.einsum("chw,cd->hwd", lat, m) + b
+        elif lat.shape[0] == LATENT_RGB.shape[0]:
             rgb = torch.einsum("chw,cd->hwd", lat, LATENT_RGB.to(lat.device))
         else:  # unknown latent space: grey from the channel mean
             rgb = lat.mean(0)[..., None].expand(-1, -1, 3)
@@ -246,6 +266,29 @@ class HandlesEngine:
         out = self.unet(torch.cat([z, z]), depth, t, torch.cat([uncond, cond]), token)
         u, c = out.chunk(2)
         return u + scale * (c - u)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        depth: np.ndarray,
+        prompt: str,
+        steps: int = 25,
+        guidance_scale: float = 7.5,
+        generator: torch.Generator | None = None,
+        token: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Plain depth-to-image sampling (DDIM, eta 0, classifier-free guidance) from Gaussian noise
+        drawn with ``generator``: (H, W) z-depth -> (H, W, 3) uint8. No photo, no identity: what the
+        model alone makes of a depth map and a caption."""
+        ts = self.timesteps(int(steps))
+        h, w = self.latent_size(depth.shape[1], depth.shape[0])
+        dcond = self.depth_condition(depth)
+        z = torch.randn((1, self.m.latent_channels, h, w), generator=generator).to(self.device)
+        cond, uncond = self.encode_text(prompt), self.encode_text("")
+        for t in ts:
+            eps = self.cfg(z, dcond, t, uncond, cond, guidance_scale, token)
+            z, _ = self.ddim_prev(eps, t, z, int(steps))
+        return self.decode_latent(z)
 
     # ------------------------------------------------------------------ identity
     def _store_device(self, settings: HandlesSettings):
@@ -455,6 +498,8 @@ class HandlesEngine:
         token: CancelToken | None = None,
         preview_size: tuple[int, int] | None = None,
         on_step: Callable[[int, torch.Tensor], None] | None = None,
+        start: tuple[int, torch.Tensor] | None = None,
+        keep: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Denoise from the identity's z_T under ``depth`` conditioning -> the final latent.
 
@@ -462,6 +507,10 @@ class HandlesEngine:
         injected steps (``i < n_injected``) replace the hooked blocks' outputs at the objects'
         targets by the warped stored activations. ``blend_alpha`` (1, 1, h, w) in [0, 1] keeps
         the latent on the identity's trajectory where it is 0 (exactly) and free where it is 1.
+        ``start`` = (k, z_k): begin at step ``k`` from the latent ``z_k`` (where ``blend_alpha``
+        is 0, the trajectory's latent at step k replaces it). ``keep`` = (k1, known (1, 1, h, w)
+        in [0, 1], x (1, 4, h, w), noise): until step k1 the latent is ``sqrt(a) x + sqrt(1 - a)
+        noise`` (``a`` of the step reached) where ``known`` is 1.
         """
         steps = identity.steps
         ts = identity.timesteps
@@ -470,12 +519,23 @@ class HandlesEngine:
         n_inject = min(settings.n_injected(steps), identity.n_captured) if warps else 0
         cond = identity.cond_emb.to(self.device)
         traj = identity.trajectory
+        k0 = 0
         z = traj[0].clone()[None].to(self.device)
-        clock = ProgressClock(steps)
+        if start is not None:
+            k0 = max(0, min(int(start[0]), steps - 1))
+            z = start[1].to(self.device).float()
+            if blend_alpha is not None:
+                z = blend_alpha * z + (1 - blend_alpha) * traj[k0][None].to(self.device)
+        keep_residual = None
+        if identity.deltas is not None and blend_alpha is not None and not settings.residuals_in_edit:
+            keep_residual = 1 - blend_alpha
+        clock = ProgressClock(steps - k0)
         need_hooks = (n_guided > 0 or n_inject > 0) and warps
         hooks = BlockHooks(self.m.unet, [b for b in settings.blocks if b in warps]) if need_hooks else None
         try:
             for i, t in enumerate(ts):
+                if i < k0:
+                    continue
                 if i < n_guided:
                     stored = {b: identity.activations[b][i] for b in hooks.blocks if b in identity.activations}
                     for k in range(int(settings.grad_steps)):
@@ -500,16 +560,22 @@ class HandlesEngine:
                         hooks.mode = None
                         hooks.inject_maps = {}
                 if identity.deltas is not None:
-                    z_next = z_next + identity.deltas[i][None].to(self.device)
+                    d_i = identity.deltas[i][None].to(self.device)
+                    z_next = z_next + (d_i if keep_residual is None else d_i * keep_residual)
+                if keep is not None and i + 1 < int(keep[0]):
+                    a_next = self._alpha(ts[i + 1])
+                    known = keep[1]
+                    z_known = a_next**0.5 * keep[2] + (1 - a_next) ** 0.5 * keep[3]
+                    z_next = known * z_known + (1 - known) * z_next
                 if blend_alpha is not None:
                     z_next = blend_alpha * z_next + (1 - blend_alpha) * traj[i + 1][None].to(self.device)
                 z = z_next
                 if on_step is not None:
                     on_step(i, z)
-                emit(Progress(stage="render", step=i + 1, total=steps, eta_s=clock.eta(i + 1),
+                emit(Progress(stage="render", step=i + 1 - k0, total=steps - k0, eta_s=clock.eta(i + 1 - k0),
                               message="guided" if i < n_guided else ("injected" if i < n_inject else "denoising")))
-                if preview_size and settings.preview_every > 0 and (i + 1) % settings.preview_every == 0 and i + 1 < steps:
-                    emit(Preview(image=self.preview_rgb(x0, preview_size), step=i + 1, total=steps))
+                if preview_size and settings.preview_every > 0 and (i + 1 - k0) % settings.preview_every == 0 and i + 1 < steps:
+                    emit(Preview(image=self.preview_rgb(x0, preview_size), step=i + 1 - k0, total=steps - k0))
         finally:
             if hooks is not None:
                 hooks.remove()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.errors import ModelError
 
 DEFAULT_MODEL = "stable-diffusion-2-depth"
@@ -202,6 +204,18 @@ def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
         m.eval()
         m.to(dev)
     scheduler = _make_scheduler(folder)
+    extras: dict = {}
+    rgb_file = folder / "vae" / "latent_rgb.json"
+    if rgb_file.is_file():  # the model's own linear latent -> RGB map for step previews
+        import json
+
+        try:
+            d = json.loads(rgb_file.read_text(encoding="utf-8"))
+            m, b = np.asarray(d["matrix"], np.float32), np.asarray(d["bias"], np.float32)
+            if m.shape == (lat_ch, 3) and b.shape == (3,):
+                extras["latent_rgb"] = (m, b)
+        except (OSError, ValueError, KeyError, TypeError):
+            logging.getLogger(__name__).warning("ignoring unreadable %s", rgb_file)
     return HandlesModels(
         path=folder,
         model_id=model_id,
@@ -212,6 +226,7 @@ def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
         scheduler=scheduler,
         device=dev,
         dtype=dt,
+        extras=extras,
     )
 
 

@@ -272,7 +272,29 @@ class DiffusionHandlesRenderer:
         else:
             depth = engine.depth_condition(plan.edited_depth)
         token.check()
-        z = engine.denoise(ident, depth, settings, warps=warps, blend_alpha=blend, emit=emit, token=token, preview_size=work_size)
+        start = keep = None
+        k0 = settings.n_start()
+        if k0 > 0:
+            # warp-then-refine: the edited region starts from the geometric preview, re-noised to
+            # step k0 with the request's seed (the seed decides what the photo does not)
+            from core.preview import render_preview
+
+            shown = render_preview(small, plan).image
+            x_p = engine.encode_image(shown)
+            g = torch.Generator().manual_seed(int(request.seed))
+            noise = torch.randn(x_p.shape, generator=g).to(engine.device)
+            a = engine._alpha(ident.timesteps[k0])
+            start = (k0, a**0.5 * x_p + (1 - a) ** 0.5 * noise)
+            k1 = int(round(settings.preview_keep * settings.steps))
+            if k1 > k0:
+                vf = engine.m.vae_factor
+                shown_px = np.isfinite(plan.src_x)
+                hh, ww = shown_px.shape[0] // vf, shown_px.shape[1] // vf
+                cells = shown_px[: hh * vf, : ww * vf].reshape(hh, vf, ww, vf).all(axis=(1, 3))
+                known = torch.from_numpy(cells.astype(np.float32))[None, None].to(engine.device)
+                keep = (k1, known, x_p, noise)
+        z = engine.denoise(ident, depth, settings, warps=warps, blend_alpha=blend, emit=emit, token=token,
+                           preview_size=work_size, start=start, keep=keep)
         token.check()
         emit(Progress(stage="decode", step=0, total=1, message="decoding"))
         image = engine.decode_latent(z)
@@ -300,6 +322,16 @@ class DiffusionHandlesRenderer:
             a = soft_region(changed, int(settings.paste_margin), int(settings.paste_feather))[..., None]
             image = np.clip(np.rint(a * image.astype(np.float32) + (1 - a) * scene.photo.astype(np.float32)), 0, 255).astype(np.uint8)
             pasted = True
+        if settings.paste_objects:
+            from core.geometry.warp import plan as plan_at
+            from core.preview import render_preview as preview_at
+
+            wplan = plan if small is edited else plan_at(edited)  # the plan at the working size
+            # the object's silhouette is a real edge: its known pixels replace the render as they are
+            known = np.isfinite(wplan.src_x)
+            if known.any():
+                pv = preview_at(edited, wplan).image
+                image = np.where(known[..., None], pv, image)
         render_seconds = time.monotonic() - t_r
         self.last_info = {
             "renderer": self.name,
@@ -313,8 +345,9 @@ class DiffusionHandlesRenderer:
             "identity_bytes": ident.nbytes(),
             "render_size": list(size),
             "steps": settings.steps,
-            "guided_steps": min(settings.n_guided(), ident.n_captured),
-            "injected_steps": min(settings.n_injected(), ident.n_captured),
+            "start_step": k0,
+            "guided_steps": max(0, min(settings.n_guided(), ident.n_captured) - k0),
+            "injected_steps": max(0, min(settings.n_injected(), ident.n_captured) - k0),
             "unet_evals": dict(engine.counts),
             "identity_unet_evals": id_counts,
             "device": str(engine.device),
