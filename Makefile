@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test sysdeps venv venv-dev lint-imports bench bench-render bench-viewport bench-editor clean
+.PHONY: run test sysdeps venv venv-dev lint-imports bench bench-render bench-viewport bench-editor bench-quality train-world clean
 
 run: venv
 	$(PY) main.py $(ARGS)
@@ -40,6 +40,16 @@ bench: venv
 
 bench-render: venv
 	$(PY) -m benchmarks.render
+
+# Diffusion Handles against ray-cast ground truth on the bundled world model (a table, ~15 min on 2 cores)
+bench-quality: venv
+	$(PY) -m benchmarks.quality $(ARGS)
+
+# Retrain the bundled world model from scratch (data, VAE, UNet + text encoder; checkpoints and
+# resumes in artifacts/world-train; ~75 min on 2 CPU cores, minutes on a GPU). ARGS=--install
+# replaces resources/models/world with the result.
+train-world: venv
+	$(PY) -m training.world $(ARGS)
 
 bench-editor: venv
 	QT_QPA_PLATFORM=offscreen $(PY) -m benchmarks.editor

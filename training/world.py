@@ -1,0 +1,641 @@
+"""Train the world model: a micro depth-to-image latent diffusion model of :mod:`core.world`.
+
+``make train-world`` (``python -m training.world``) regenerates the data from the seed and
+retrains everything, in stages that each checkpoint and resume:
+
+1. **data**: ``n_train`` random layouts (seeds 0 .. n_train-1, below ``core.world.HELD_OUT_SEED``)
+   plus the sample layout, ray cast at ``width`` x ``height``: photos, depth conditioning at the
+   latent size (exactly as the engine conditions: :func:`core.ml.handles.engine.depth_condition`),
+   captions.
+2. **vae**: an AutoencoderKL (factor 4, no attention, so it is fully convolutional and trains on
+   crops), L1 + a small KL term, on random crops.
+3. **latents**: the posterior means of every photo; the VAE's ``scaling_factor`` is set to
+   1 / their standard deviation (SD's convention: unit-variance latents).
+4. **unet**: a UNet2DConditionModel with 4 latent + 1 disparity input channels and SD2-depth's
+   four up blocks, and a small CLIPTextModel (BPE tokenizer learnt from the captions), trained
+   together: epsilon prediction on SD2's scaled-linear betas, Min-SNR-5 loss weights, caption
+   dropout (the empty prompt: classifier-free guidance), AdamW with warm-up and cosine decay, an
+   EMA of the weights (what is exported).
+5. **export**: the StableDiffusionDepth2ImgPipeline layout (fp16 safetensors) that
+   :func:`core.ml.handles.models.load_models` loads unchanged, then **eval**: VAE round trip and
+   unguided samples from held-out depth maps, PSNR against the ray-cast photos.
+
+Runs on a GPU when one is present (fp32 either way: bf16 autocast is 5-10x slower on CPUs).
+Batches are drawn from generators seeded by (seed, step), so a resumed run is the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WORK = ROOT / "artifacts" / "world-train"
+BUNDLED = ROOT / "resources" / "models" / "world"
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    n_train: int = 5000
+    width: int = 256
+    height: int = 192
+    max_length: int = 40
+    # vae
+    vae_channels: tuple[int, ...] = (32, 64, 128)
+    vae_steps: int = 800
+    vae_batch: int = 16
+    vae_crop: int = 64
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-6
+    # unet + text encoder
+    unet_channels: tuple[int, ...] = (32, 64, 128, 128)
+    unet_steps: int = 1700
+    unet_batch: int = 16
+    unet_lr: float = 8e-4
+    warmup: int = 100
+    ema_decay: float = 0.998
+    caption_dropout: float = 0.1
+    min_snr: float = 5.0
+    text_hidden: int = 64
+    text_layers: int = 2
+    # bookkeeping
+    ckpt_every: int = 100
+    eval_scenes: int = 24
+    eval_steps: int = 25
+    eval_guidance: float = 7.5
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return self.height // self.vae_factor, self.width // self.vae_factor
+
+
+# ----------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+class Bar:
+    """A one-line progress report every ``every`` steps: step, loss, seconds a step, time left."""
+
+    def __init__(self, name: str, total: int, start: int = 0, every: int = 10) -> None:
+        self.name, self.total, self.start, self.every = name, total, start, every
+        self.t0 = time.monotonic()
+        self.loss = None
+
+    def update(self, step: int, loss: float) -> None:
+        self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
+        done = step + 1
+        if done % self.every and done != self.total:
+            return
+        rate = (time.monotonic() - self.t0) / max(1, done - self.start)
+        left = rate * (self.total - done)
+        width = 30
+        fill = int(width * done / self.total)
+        print(f"{self.name} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} loss {self.loss:.4f} "
+              f"{rate:.2f} s/step, {int(left // 60)}:{int(left % 60):02d} left", flush=True)
+
+
+def atomic_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------- 1. data
+def make_data(cfg: Config, work: Path) -> Path:
+    out = work / "data.npz"
+    if out.is_file():
+        return out
+    from core.ml.handles.engine import depth_condition
+    from core.world import HELD_OUT_SEED, SAMPLE_LAYOUT, random_layout, render_layout
+
+    assert cfg.n_train <= HELD_OUT_SEED
+    layouts = [SAMPLE_LAYOUT] + [random_layout(s) for s in range(cfg.n_train)]
+    h, w = cfg.latent_hw
+    photos = np.zeros((len(layouts), cfg.height, cfg.width, 3), np.uint8)
+    dconds = np.zeros((len(layouts), 1, h, w), np.float32)
+    captions = []
+    t0 = time.monotonic()
+    for i, lay in enumerate(layouts):
+        r = render_layout(lay, cfg.width, cfg.height)
+        photos[i] = r.photo
+        dconds[i] = depth_condition(r.depth, h, w)[0].numpy()
+        captions.append(lay.caption())
+        if (i + 1) % 500 == 0:
+            log(f"data {i + 1}/{len(layouts)} ({(time.monotonic() - t0) / (i + 1) * 1000:.0f} ms a scene)")
+    tmp = work / ".data.tmp.npz"
+    np.savez(tmp, photos=photos, dconds=dconds, captions=np.array(captions))
+    os.replace(tmp, out)
+    return out
+
+
+def load_data(path: Path):
+    with np.load(path) as z:
+        return z["photos"], z["dconds"], [str(c) for c in z["captions"]]
+
+
+# ----------------------------------------------------------------------------- 2. vae
+def build_vae(cfg: Config):
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=cfg.width,
+        mid_block_add_attention=False,
+    )
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def train_vae(cfg: Config, work: Path, photos: np.ndarray):
+    import torch
+
+    final = work / "vae"
+    if (final / "config.json").is_file():
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(final)
+    dev = device()
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg).to(dev)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    ck = work / "vae.ckpt"
+    start = 0
+    if ck.is_file():
+        state = torch.load(ck, map_location=dev)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = int(state["step"])
+        log(f"vae: resumed at step {start}")
+    data = torch.from_numpy(photos)  # (N, H, W, 3) uint8
+    n, hh, ww = data.shape[:3]
+    c = cfg.vae_crop
+    bar = Bar("vae ", cfg.vae_steps, start)
+    vae.train()
+    for step in range(start, cfg.vae_steps):
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(n, (cfg.vae_batch,), generator=g)
+        ys = torch.randint(0, hh - c + 1, (cfg.vae_batch,), generator=g)
+        xs = torch.randint(0, ww - c + 1, (cfg.vae_batch,), generator=g)
+        crops = torch.stack([data[i, y : y + c, x : x + c] for i, y, x in zip(idx.tolist(), ys.tolist(), xs.tolist())])
+        x = (crops.permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(dev)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, 50)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)
+        y = vae.decode(z).sample
+        loss = (y - x).abs().mean() + cfg.vae_kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(step, float(loss.detach()))
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.vae_steps:
+            atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ck)
+    vae.eval()
+    vae.cpu().save_pretrained(final)
+    return vae
+
+
+# ----------------------------------------------------------------------------- 3. latents
+def make_latents(cfg: Config, work: Path, vae, photos: np.ndarray) -> tuple[np.ndarray, float]:
+    import torch
+
+    out = work / "latents.npz"
+    if out.is_file():
+        with np.load(out) as z:
+            return z["latents"], float(z["scale"])
+    dev = device()
+    vae = vae.to(dev).eval()
+    lats = []
+    with torch.no_grad():
+        for i in range(0, len(photos), 32):
+            x = torch.from_numpy(photos[i : i + 32]).permute(0, 3, 1, 2).float().to(dev) / 127.5 - 1.0
+            lats.append(vae.encode(x).latent_dist.mean.cpu().numpy())
+    lat = np.concatenate(lats).astype(np.float32)
+    scale = float(1.0 / lat.std())
+    tmp = work / ".latents.tmp.npz"
+    np.savez(tmp, latents=lat * scale, scale=np.float64(scale))
+    os.replace(tmp, out)
+    log(f"latents: {lat.shape}, scaling factor {scale:.4f}")
+    return lat * scale, scale
+
+
+# ----------------------------------------------------------------------------- 4. unet + text
+def build_unet(cfg: Config):
+    from diffusers import UNet2DConditionModel
+
+    h, w = cfg.latent_hw
+    return UNet2DConditionModel(
+        sample_size=(h, w),
+        in_channels=5,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=tuple(cfg.unet_channels),
+        # no attention at the full latent size (the cost of 3k-token attention buys little here);
+        # cross-attention to the caption at 1/2 and 1/4; four up blocks as SD2-depth's
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+def build_text(cfg: Config, vocab: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab,
+            hidden_size=cfg.text_hidden,
+            intermediate_size=cfg.text_hidden * 4,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=cfg.max_length,
+            projection_dim=cfg.text_hidden,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab - 2,
+            eos_token_id=vocab - 1,
+            pad_token_id=vocab - 1,
+        )
+    )
+
+
+def scheduler_config() -> dict:
+    return {
+        "_class_name": "DDIMScheduler",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 0,
+    }
+
+
+def alphas_cumprod():
+    import torch
+
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray, captions: list[str], stop_after: int | None = None):
+    import torch
+    from transformers import CLIPTokenizer
+
+    from core.ml.bpe import write_clip_tokenizer
+
+    dev = device()
+    tok_dir = work / "tokenizer"
+    vocab = write_clip_tokenizer(tok_dir, sorted(set(captions)), max_length=cfg.max_length)
+    tok = CLIPTokenizer.from_pretrained(tok_dir)
+    ids = tok(captions, padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt").input_ids
+    empty = tok([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids[0]
+    torch.manual_seed(cfg.seed + 1)
+    unet, text = build_unet(cfg).to(dev), build_text(cfg, vocab).to(dev)
+    ema_u, ema_t = build_unet(cfg).to(dev), build_text(cfg, vocab).to(dev)
+    ema_u.load_state_dict(unet.state_dict())
+    ema_t.load_state_dict(text.state_dict())
+    params = list(unet.parameters()) + list(text.parameters())
+    ema_params = list(ema_u.parameters()) + list(ema_t.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    ck = work / "unet.ckpt"
+    start = 0
+    if ck.is_file():
+        state = torch.load(ck, map_location=dev)
+        unet.load_state_dict(state["unet"])
+        text.load_state_dict(state["text"])
+        ema_u.load_state_dict(state["ema_unet"])
+        ema_t.load_state_dict(state["ema_text"])
+        opt.load_state_dict(state["opt"])
+        start = int(state["step"])
+        log(f"unet: resumed at step {start}")
+    lat = torch.from_numpy(latents).to(dev)
+    dc = torch.from_numpy(dconds).to(dev)
+    ids = ids.to(dev)
+    empty = empty.to(dev)
+    ac = alphas_cumprod().to(dev)
+    n = lat.shape[0]
+    bar = Bar("unet", cfg.unet_steps, start)
+    unet.train()
+    text.train()
+    for step in range(start, cfg.unet_steps):
+        if stop_after is not None and step - start >= stop_after:
+            atomic_save(
+                {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
+                 "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step},
+                ck,
+            )
+            return None
+        g = torch.Generator().manual_seed(cfg.seed * 2_000_003 + step)
+        b = cfg.unet_batch
+        idx = torch.randint(n, (b,), generator=g).to(dev)
+        drop = (torch.rand(b, generator=g) < cfg.caption_dropout).to(dev)
+        t = torch.randint(0, 1000, (b,), generator=g).to(dev)
+        noise = torch.randn((b, *lat.shape[1:]), generator=g).to(dev)
+        x0 = lat[idx]
+        a = ac[t].view(b, 1, 1, 1)
+        zt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        tid = torch.where(drop[:, None], empty[None], ids[idx])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
+        emb = text(tid)[0]
+        pred = unet(torch.cat([zt, dc[idx]], 1), t, encoder_hidden_states=emb).sample
+        snr = a.view(b) / (1 - a.view(b))
+        weight = torch.clamp(snr, max=cfg.min_snr) / snr
+        loss = (weight * (pred - noise).pow(2).mean((1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        bar.update(step, float(loss.detach()))
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.unet_steps:
+            atomic_save(
+                {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
+                 "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step + 1},
+                ck,
+            )
+    return ema_u.eval(), ema_t.eval(), tok_dir
+
+
+# ----------------------------------------------------------------------------- 5. export
+def export(cfg: Config, work: Path, vae, scale: float, unet, text, tok_dir: Path, photos, latents, out: Path) -> Path:
+    """Write the pipeline folder (fp16 safetensors) to ``out`` (replaced atomically)."""
+    import torch
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    vae = vae.cpu()
+    vae.register_to_config(scaling_factor=scale)
+    vae.to(torch.float16).save_pretrained(tmp / "vae")
+    vae.float()
+    unet.cpu().to(torch.float16).save_pretrained(tmp / "unet")
+    unet.float()
+    text.cpu().to(torch.float16).save_pretrained(tmp / "text_encoder")
+    text.float()
+    shutil.copytree(tok_dir, tmp / "tokenizer")
+    (tmp / "scheduler").mkdir()
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(), indent=2), encoding="utf-8")
+    (tmp / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionDepth2ImgPipeline",
+                "_diffusers_version": "0.42.1",
+                "depth_estimator": [None, None],
+                "feature_extractor": [None, None],
+                "scheduler": ["diffusers", "DDIMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    # a linear latent -> RGB map for the engine's cheap step previews (least squares on the data)
+    k = min(len(photos), 256)
+    f = cfg.vae_factor
+    small = photos[:k, f // 2 :: f, f // 2 :: f].reshape(-1, 3).astype(np.float64) / 127.5 - 1.0
+    zz = np.moveaxis(latents[:k], 1, -1).reshape(-1, 4).astype(np.float64)
+    a = np.concatenate([zz, np.ones((len(zz), 1))], 1)
+    m, *_ = np.linalg.lstsq(a, small, rcond=None)
+    (tmp / "vae" / "latent_rgb.json").write_text(json.dumps({"matrix": m[:4].round(5).tolist(), "bias": m[4].round(5).tolist()}), encoding="utf-8")
+    (tmp / "training.json").write_text(json.dumps({"config": asdict(cfg)}, indent=2), encoding="utf-8")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- eval
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def evaluate(folder: Path, cfg: Config) -> dict:
+    """VAE round trip and unguided samples (DDIM, CFG) from held-out depth maps vs their photos."""
+    import torch
+
+    from core.ml.handles.engine import HandlesEngine
+    from core.ml.handles.models import load_models
+    from core.world import HELD_OUT_SEED, random_layout, render_layout
+
+    engine = HandlesEngine(load_models(folder, "auto", "fp32"))
+    rt, un = [], []
+    for k in range(cfg.eval_scenes):
+        lay = random_layout(HELD_OUT_SEED + k)
+        r = render_layout(lay, cfg.width, cfg.height)
+        rt.append(psnr(engine.decode_latent(engine.encode_image(r.photo)), r.photo))
+        g = torch.Generator().manual_seed(k)
+        img = engine.sample(r.depth, lay.caption(), steps=cfg.eval_steps, guidance_scale=cfg.eval_guidance, generator=g)
+        un.append(psnr(img, r.photo))
+    return {
+        "vae_round_trip_psnr": round(float(np.mean(rt)), 2),
+        "unguided_sample_psnr": round(float(np.mean(un)), 2),
+        "eval_scenes": cfg.eval_scenes,
+        "eval_seeds": f"{HELD_OUT_SEED}..{HELD_OUT_SEED + cfg.eval_scenes - 1}",
+        "eval_steps": cfg.eval_steps,
+        "eval_guidance": cfg.eval_guidance,
+    }
+
+
+def write_model_card(folder: Path, quality: dict | None = None) -> Path:
+    """``folder/README.md``: what the model is, its data, recipe, seed, measured quality, licence."""
+    info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    cfg = info["config"]
+    q = quality or info.get("quality") or {}
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix == ".safetensors")
+    lines = [
+        "# The world model",
+        "",
+        "A micro depth-to-image latent diffusion model of Handles Studio's procedural world",
+        "(`core/world.py`: a checkered floor, a planked wall, boxes, beach balls and cylinders under a sun),",
+        "in the `StableDiffusionDepth2ImgPipeline` layout of SD2-depth, so that the program's loader, the",
+        "Diffusion Handles engine, its presets, the CLI and the editor run it unchanged. It ships with the",
+        "program as the renderer that is always present. **It knows only its world**: on a real photo it",
+        "cannot give a faithful render (use a real model such as `sd2-depth`).",
+        "",
+        "## Components",
+        "",
+        f"- `vae/`: AutoencoderKL, channels {tuple(cfg['vae_channels'])}, factor {2 ** (len(cfg['vae_channels']) - 1)}, 4 latent channels,",
+        "  no attention (fully convolutional); `scaling_factor` = 1 / std of the training latents;",
+        "  `latent_rgb.json`: a least-squares linear latent -> RGB map for step previews.",
+        f"- `unet/`: UNet2DConditionModel, 4 latent + 1 disparity input channels, channels {tuple(cfg['unet_channels'])},",
+        "  down (Down, CrossAttn, CrossAttn, Down), up (Up, CrossAttn, CrossAttn, Up): four up blocks, as SD2-depth;",
+        "  depth conditioning exactly as SD2-depth (1/depth, bicubic to the latent size, min-max to [-1, 1]).",
+        f"- `text_encoder/`: CLIPTextModel, {cfg['text_layers']} layers, width {cfg['text_hidden']}; `tokenizer/`: CLIP BPE learnt from the",
+        f"  training captions (every caption word is one token), {cfg['max_length']} positions.",
+        "- `scheduler/`: DDIM with SD2's scaled-linear betas 0.00085-0.012, epsilon prediction.",
+        f"- Weights: fp16 safetensors, {size / 1e6:.1f} MB in all.",
+        "",
+        "## Data and recipe (`make train-world`, `training/world.py`)",
+        "",
+        f"- {cfg['n_train']} random layouts (seeds 0..{cfg['n_train'] - 1}) plus the sample scene, ray cast at"
+        f" {cfg['width']}x{cfg['height']} with their captions; held-out seeds start at 1,000,000.",
+        f"- VAE: {cfg['vae_steps']} steps of {cfg['vae_batch']} random {cfg['vae_crop']}px crops, L1 + {cfg['vae_kl']:g} KL, AdamW {cfg['vae_lr']:g}, cosine.",
+        f"- UNet + text encoder together: {cfg['unet_steps']} steps of {cfg['unet_batch']} latents, epsilon prediction, Min-SNR-{cfg['min_snr']:g}"
+        f" weights, caption dropout {cfg['caption_dropout']:g} (classifier-free guidance), AdamW {cfg['unet_lr']:g} with"
+        f" {cfg['warmup']} warm-up steps and cosine decay, gradient clipping 1, EMA {cfg['ema_decay']:g} (exported).",
+        f"- Seed {cfg['seed']}; batches are drawn from generators seeded by (seed, step), so a resumed run is the same run.",
+        "",
+        "## Measured quality",
+        "",
+    ]
+    if q:
+        lines += [
+            f"On {q.get('eval_scenes')} held-out scenes (seeds {q.get('eval_seeds')}), {info.get('device', 'cpu')}:",
+            "",
+            f"- VAE round trip: {q.get('vae_round_trip_psnr')} dB PSNR",
+            f"- unguided samples (DDIM {q.get('eval_steps')} steps, guidance {q.get('eval_guidance')}, from the true depth and caption):"
+            f" {q.get('unguided_sample_psnr')} dB PSNR against the ray-cast photos",
+            f"- training time: {q.get('train_minutes')} min",
+            "",
+            "Diffusion Handles on it against ground truth: `make bench-quality` (the README quotes the table).",
+        ]
+    lines += ["", "## Licence", "", "Handles Studio's own: trained here from scratch on data the program generates; no third-party weights or data.", ""]
+    out = folder / "README.md"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def train(cfg: Config, work: Path, out: Path, stop_after: int | None = None) -> dict | None:
+    """Every stage into ``work`` (resumed where it stopped), the model to ``out``; its quality.
+    ``stop_after``: end the UNet stage after that many steps in this run (checkpointed; None when
+    it stopped early)."""
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_file = work / "config.json"
+    if cfg_file.is_file() and json.loads(cfg_file.read_text()) != json.loads(json.dumps(asdict(cfg))):
+        raise ValueError(f"{work} holds a run with another configuration; use --fresh or another --work")
+    cfg_file.write_text(json.dumps(asdict(cfg), indent=2))
+    t0 = time.monotonic()
+    log(f"train-world on {device()}: {cfg}")
+    photos, dconds, captions = load_data(make_data(cfg, work))
+    log(f"data: {len(photos)} scenes ({time.monotonic() - t0:.0f} s)")
+    vae = train_vae(cfg, work, photos)
+    latents, scale = make_latents(cfg, work, vae, photos)
+    trained = train_unet(cfg, work, latents, dconds, captions, stop_after=stop_after)
+    if trained is None:
+        return None
+    unet, text, tok_dir = trained
+    out = export(cfg, work, vae, scale, unet, text, tok_dir, photos, latents, out)
+    minutes = (time.monotonic() - t0) / 60
+    log(f"exported {out} ({minutes:.1f} min in this run); evaluating")
+    quality = evaluate(out, cfg)
+    quality["train_minutes"] = round(minutes, 1)
+    info = json.loads((out / "training.json").read_text())
+    info["quality"] = quality
+    info["device"] = str(device())
+    (out / "training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_model_card(out, quality)
+    print(json.dumps(quality, indent=2))
+    return quality
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="train-world", description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="checkpoints and data (resumed when present)")
+    ap.add_argument("--out", type=Path, default=None, help="model folder to write (default: WORK/model)")
+    ap.add_argument("--install", action="store_true", help=f"also replace the bundled model ({BUNDLED.relative_to(ROOT)})")
+    ap.add_argument("--fresh", action="store_true", help="delete WORK first (train from scratch)")
+    ap.add_argument("--eval-only", type=Path, default=None, metavar="FOLDER", help="only evaluate a model folder")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop the UNet stage after N steps of this run (resume later)")
+    ap.add_argument("--card-only", type=Path, default=None, metavar="FOLDER", help="only (re)write a model folder's README.md")
+    for name in ("n_train", "vae_steps", "unet_steps", "unet_batch", "seed", "eval_scenes"):
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    args = ap.parse_args(argv)
+    over = {k: getattr(args, k) for k in ("n_train", "vae_steps", "unet_steps", "unet_batch", "seed", "eval_scenes") if getattr(args, k) is not None}
+    cfg = Config(**over)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    if device().type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.card_only:
+        print(write_model_card(args.card_only))
+        return 0
+    if args.eval_only:
+        print(json.dumps(evaluate(args.eval_only, cfg), indent=2))
+        return 0
+    work = args.work
+    if args.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        quality = train(cfg, work, args.out or work / "model", stop_after=args.stop_after)
+    except ValueError as exc:
+        print(f"train-world: {exc}", file=sys.stderr)
+        return 2
+    if quality is None:
+        log(f"stopped after {args.stop_after} UNet steps; run again to resume")
+        return 0
+    out = args.out or work / "model"
+    committed = BUNDLED / "training.json"
+    if committed.is_file() and out.resolve() != BUNDLED.resolve():
+        ref = json.loads(committed.read_text()).get("quality", {})
+        for k in ("vae_round_trip_psnr", "unguided_sample_psnr"):
+            if k in ref:
+                d = quality[k] - ref[k]
+                print(f"{k}: {quality[k]:.2f} dB, bundled model {ref[k]:.2f} dB ({d:+.2f}; {'within' if abs(d) <= 0.5 else 'NOT within'} 0.5 dB)")
+    if args.install:
+        shutil.rmtree(BUNDLED.with_name(".world.tmp"), ignore_errors=True)
+        shutil.copytree(out, BUNDLED.with_name(".world.tmp"))
+        old = BUNDLED.with_name(".world.old")
+        if BUNDLED.exists():
+            os.replace(BUNDLED, old)
+        os.replace(BUNDLED.with_name(".world.tmp"), BUNDLED)
+        shutil.rmtree(old, ignore_errors=True)
+        log(f"installed as {BUNDLED}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
