@@ -21,6 +21,9 @@ from core.scene import Scene
 PROJECT_SUFFIX = ".handles"
 
 #: render settings of a document (stored in the project's ``settings``) and their defaults
+#: the catalog name of the bundled world model (resources/models/world)
+WORLD_MODEL = "world"
+
 DEFAULT_RENDER_SETTINGS: dict[str, Any] = {
     "model": "sd2-depth",
     "preset": "default",
@@ -52,7 +55,9 @@ class Document:
 
     scene: Scene
     renders: list = field(default_factory=list)
-    render_settings: dict = field(default_factory=lambda: dict(DEFAULT_RENDER_SETTINGS))
+    #: render settings given by the project; missing keys take DEFAULT_RENDER_SETTINGS, and a
+    #: scene of the procedural world (the sample) renders with the bundled world model
+    render_settings: dict = field(default_factory=dict)
     caches: dict[str, bytes] = field(default_factory=dict)
     #: the .handles file this document was opened from or saved to (None: never saved)
     path: Path | None = None
@@ -63,6 +68,11 @@ class Document:
 
     def __post_init__(self) -> None:
         merged = dict(DEFAULT_RENDER_SETTINGS)
+        if "model" not in (self.render_settings or {}):
+            from core.world import is_world_scene
+
+            if is_world_scene(self.scene):
+                merged["model"] = WORLD_MODEL
         merged.update(self.render_settings or {})
         self.render_settings = merged
 

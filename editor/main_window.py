@@ -135,7 +135,7 @@ class MainWindow(QMainWindow):
         )
         doc = document or sample_document()
         if document is None:
-            doc.render_settings.update(self._default_render_settings())
+            doc.render_settings.update(self._default_render_settings(doc.scene))
         self.model = DocumentModel(doc, self)
         self.undo_stack = BoundedUndoStack(self.settings.undo_limit, self.settings.undo_memory_mb << 20, self)
         self.worker = RenderWorker(self.renderer_factory, self)
@@ -230,7 +230,11 @@ class MainWindow(QMainWindow):
         try:
             from core.ml import store
 
-            models = [(e.name, f"{e.name} ({e.repo.split('/')[-1]})") for e in store.catalog() if e.role == "renderer"]
+            models = [
+                (e.name, f"{e.name} (bundled, world scenes only)" if e.world_only else f"{e.name} ({e.repo.split('/')[-1]})")
+                for e in store.catalog()
+                if e.role == "renderer"
+            ]
         except Exception:  # noqa: BLE001 - a broken catalog leaves the default entry
             models = []
         self.objects_panel = ObjectsPanel(self.model)
@@ -947,9 +951,15 @@ class MainWindow(QMainWindow):
         self.run_task("segment", run, done)
 
     # ================================================================ rendering
-    def _default_render_settings(self) -> dict:
+    def _default_render_settings(self, scene) -> dict:
+        """The user's render defaults for a new document; a scene of the procedural world (the
+        sample) renders with the bundled world model, which knows it."""
+        from core.document import WORLD_MODEL
+        from core.world import is_world_scene
+
         s = self.settings
-        return {"model": s.diffusion_model, "preset": s.default_preset, "steps": s.default_steps}
+        model = WORLD_MODEL if is_world_scene(scene) else s.diffusion_model
+        return {"model": model, "preset": s.default_preset, "steps": s.default_steps}
 
     def _check_models(self) -> None:
         """Say in the render panel which renderer Render will use (and what to fetch if none)."""
@@ -985,6 +995,17 @@ class MainWindow(QMainWindow):
             self.status_renderer.setText("renderer: geometric")
             return
         self._diffusion_ready = True
+        from core.ml import store
+        from core.world import is_world_scene
+
+        if store.world_only(model) and not is_world_scene(self.scene):
+            self.render_panel.set_model_status(
+                f"{model} knows only its procedural world (the sample's floor, wall, boxes, balls and cylinders): "
+                "on this photo it cannot give a real render. Choose a real model such as sd2-depth (Help ▸ Models).",
+                ok=False,
+            )
+            self.status_renderer.setText(f"renderer: {model} (world scenes only)")
+            return
         self.render_panel.set_model_status(f"{model}: {path}")
         self.status_renderer.setText(f"renderer: {model} \u00b7 {self.settings.device}")
 
@@ -1014,10 +1035,22 @@ class MainWindow(QMainWindow):
             steps=int(rs.get("steps", 50)),
             preset=preset,
             model=model,
-            resolution=256 if preset == "draft" else max(scene.size),
+            resolution=256 if preset == "draft" else self._model_resolution(model, scene),
             device=self.settings.device,
             settings=overrides,
         )
+
+    @staticmethod
+    def _model_resolution(model: str, scene) -> int:
+        """The render's long side: the model's own (the catalog's, e.g. the world model's 256),
+        else the scene's working size."""
+        try:
+            from core.ml import store
+
+            native = store.native_resolution(model)
+        except Exception:  # noqa: BLE001 - a broken catalog: the scene's size
+            native = None
+        return int(native) if native else max(scene.size)
 
     def _snapshot(self):
         """A copy of the scene the worker may read while the user goes on editing."""
@@ -1238,7 +1271,7 @@ class MainWindow(QMainWindow):
     def open_sample(self) -> None:
         if self.maybe_save():
             doc = sample_document()
-            doc.render_settings.update(self._default_render_settings())
+            doc.render_settings.update(self._default_render_settings(doc.scene))
             self.set_document(doc)
 
     def new_from_photo_dialog(self) -> None:
@@ -1307,7 +1340,7 @@ class MainWindow(QMainWindow):
 
     def _start_document(self, scene) -> None:
         doc = Document(scene=scene)
-        doc.render_settings.update(self._default_render_settings())
+        doc.render_settings.update(self._default_render_settings(doc.scene))
         self.set_document(doc)
 
     def save(self) -> bool:

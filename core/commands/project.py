@@ -49,7 +49,12 @@ def cmd_sample(args) -> int:
     out = _out_path(args.output, ".handles")
     if args.width % 64 or args.height % 64 or args.width <= 0 or args.height <= 0:
         raise InputError(f"--width and --height must be positive multiples of 64, got {args.width}x{args.height}")
-    scene = sample_scene(width=args.width, height=args.height)
+    if args.world_seed is not None:
+        from core.world import layout_scene, random_layout
+
+        scene = layout_scene(random_layout(int(args.world_seed)), args.width, args.height, name=f"World {args.world_seed}")
+    else:
+        scene = sample_scene(width=args.width, height=args.height)
     save_project(out, Project(scene=scene))
     print(f"wrote {out} ({scene.size[0]}x{scene.size[1]}, objects: {', '.join(o.name for o in scene.objects)})")
     return 0
@@ -139,6 +144,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.handles", help="project file to write")
     p.add_argument("--width", type=int, default=640, help="image width in pixels (multiple of 64; default 640)")
     p.add_argument("--height", type=int, default=448, help="image height in pixels (multiple of 64; default 448)")
+    p.add_argument("--world-seed", type=int, default=None, metavar="N",
+                   help="instead of the sample, a random scene of its procedural world (seeds from 1000000 on were never "
+                        "used to train the world model)")
     p.set_defaults(func=cmd_sample)
 
     p = subparsers.add_parser(

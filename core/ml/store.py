@@ -105,6 +105,16 @@ class CatalogEntry:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     default: bool = False
+    #: folder of a model that ships with the program, relative to the source root (else None)
+    bundled: str | None = None
+    #: the long side (pixels) the model was trained at; renders use it (None: the scene's size)
+    resolution: int | None = None
+    #: the model knows only the procedural world of core.world (scenes whose depth it made)
+    world_only: bool = False
+
+    @property
+    def bundled_path(self) -> Path | None:
+        return None if not self.bundled else Path(__file__).resolve().parents[2] / self.bundled
 
     @property
     def cache_folder_name(self) -> str:
@@ -154,6 +164,9 @@ def _parse_catalog(text: str) -> list[CatalogEntry]:
             include=tuple(raw.get("include", ())),
             exclude=tuple(raw.get("exclude", ())),
             default=bool(raw.get("default", False)),
+            bundled=raw.get("bundled") or None,
+            resolution=int(raw["resolution"]) if raw.get("resolution") else None,
+            world_only=bool(raw.get("world_only", False)),
         )
         if entry.role not in ROLES:
             raise ModelError(f"models.json: model {entry.name!r} has unknown role {entry.role!r} (expected one of {', '.join(ROLES)})")
@@ -256,6 +269,8 @@ def _candidate_folders(entry: CatalogEntry, dirs: Sequence[Path]) -> list[Path]:
     """Folders that may hold ``entry``, best first (hub-cache snapshots, then plain folders)."""
     org, _, short = entry.repo.partition("/")
     out: list[Path] = []
+    if entry.bundled_path is not None and entry.bundled_path.is_dir():
+        out.append(entry.bundled_path)
     for d in dirs:
         for repo_dir in (d / entry.cache_folder_name, d / "hub" / entry.cache_folder_name):
             out.extend(_snapshot_candidates(repo_dir, entry.revision))
@@ -464,6 +479,9 @@ def _looks_like_path(text: str) -> bool:
 
 def _missing_message(entry: CatalogEntry, dirs: Sequence[Path]) -> str:
     where = ", ".join(str(d) for d in dirs)
+    if entry.bundled_path is not None:
+        return (f"model '{entry.name}' ships with Handles Studio but {entry.bundled_path} is missing or incomplete; "
+                f"restore it with: {entry.fetch_command}")
     return (
         f"model '{entry.name}' ({entry.repo}, {entry.role}, about {entry.size_text}) is not on disk; "
         f"fetch it with: {entry.fetch_command}  (searched: {where}; or give a model folder with --model PATH)"
@@ -535,6 +553,31 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
         )
     names = ", ".join(e.name for e in catalog() if role is None or e.role == role)
     raise ModelError(f"unknown model '{text}': give a model folder or one of: {names}")
+
+
+def entry_for(name_or_path: str | os.PathLike) -> CatalogEntry | None:
+    """The catalog entry a model name or folder refers to (a bundled model's folder included)."""
+    text = os.fspath(name_or_path).strip()
+    entry = catalog_entry(text) if text else None
+    if entry is not None:
+        return entry
+    try:
+        path = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    return next((e for e in catalog() if e.bundled_path is not None and e.bundled_path.resolve() == path), None)
+
+
+def native_resolution(name_or_path: str | os.PathLike) -> int | None:
+    """The long side (pixels) a catalog model was trained at, when the catalog says (else None)."""
+    entry = entry_for(name_or_path)
+    return None if entry is None else entry.resolution
+
+
+def world_only(name_or_path: str | os.PathLike) -> bool:
+    """Whether the model knows only the procedural world (the bundled world model)."""
+    entry = entry_for(name_or_path)
+    return bool(entry is not None and entry.world_only)
 
 
 # ---------------------------------------------------------------------------------------------

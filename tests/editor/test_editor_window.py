@@ -516,6 +516,7 @@ def test_geometric_fallback_is_labelled_and_names_the_model(make_window, qtbot, 
         return r
 
     win = make_window(factory=factory)
+    win.doc.render_settings["model"] = "sd2-depth"  # as for a photo: the sample's own world model is on disk
     _drag(win, win.scene.object("box"), [Transform3D(translation=(0.2, 0, 0))])
     win.request_render()
     rec = _wait_render(qtbot, win)
@@ -534,9 +535,11 @@ def test_real_factory_without_models_says_what_to_fetch(qtbot, tmp_path, monkeyp
 
     monkeypatch.setenv("HANDLES_MODEL_DIRS", str(tmp_path / "none"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    sample_scene.depth_source = "file"  # a photo of the real world: the bundled world model does not apply
     win = MainWindow(Document(scene=sample_scene), use_gl=False, persist=False, recovery=RecoveryManager(tmp_path / "r"))
     qtbot.addWidget(win)
     try:
+        assert win.doc.render_settings["model"] == "sd2-depth"
         assert "Fetch sd2-depth" in win.render_panel.model_status.text()
         assert win.render_panel._fetch_command.startswith("hf download stabilityai/stable-diffusion-2-depth")
         assert "geometric" in win.status_renderer.text()
@@ -771,3 +774,52 @@ def test_variants_store_apply_undo_and_follow_renames(make_window, tmp_path):
     win._fill_variants_menu()
     texts = [a.text() for a in win.variants_menu.actions()]
     assert any("left" in t for t in texts)
+
+
+def test_the_sample_renders_with_the_bundled_world_model_through_the_real_factory(qtbot, tmp_path, monkeypatch, sample_scene):
+    """A new user's first render: no model fetched, the sample, a drag, Render: a real Diffusion
+    Handles render from resources/models/world (not the geometric preview)."""
+    from editor.files import RecoveryManager
+    from editor.main_window import MainWindow
+
+    monkeypatch.setenv("HANDLES_MODEL_DIRS", str(tmp_path / "none"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    win = MainWindow(Document(scene=sample_scene), use_gl=False, persist=False, recovery=RecoveryManager(tmp_path / "r"))
+    qtbot.addWidget(win)
+    try:
+        assert win.doc.render_settings["model"] == "world"
+        assert "renderer: world" in win.status_renderer.text()
+        box = win.scene.object("box")
+        old = box.transform
+        box.transform = Transform3D(translation=(0.6, 0.0, 0.0))
+        win.view3d.transformCommitted.emit(box.id, old, box.transform)
+        request = win.build_request()
+        assert request.model == "world" and request.resolution == 256
+        win.request_render()
+        qtbot.waitUntil(lambda: len(win.doc.renders) == 1, timeout=120000)
+        rec = win.doc.renders[0]
+        assert rec.info["geometric"] is False and rec.info["renderer"] == "diffusion-handles"
+        assert rec.info["render_size"] == [256, 192]
+        img = rec.image
+        assert img.shape == sample_scene.photo.shape
+        # the box left its old place: the pixels there changed; far from it nothing did
+        mask = sample_scene.object("box").mask
+        assert np.abs(img[mask].astype(int) - sample_scene.photo[mask].astype(int)).mean() > 20
+        assert np.array_equal(img[:40, -160:], sample_scene.photo[:40, -160:])
+    finally:
+        win.shutdown()
+
+
+def test_the_world_model_on_a_real_photo_says_it_only_knows_its_world(qtbot, tmp_path, sample_scene):
+    from editor.files import RecoveryManager
+    from editor.main_window import MainWindow
+
+    sample_scene.depth_source = "estimated:depth-anything-v2-small"  # as a photo opened by a user
+    doc = Document(scene=sample_scene, render_settings={"model": "world"})
+    win = MainWindow(doc, use_gl=False, persist=False, recovery=RecoveryManager(tmp_path / "r"))
+    qtbot.addWidget(win)
+    try:
+        assert "knows only its procedural world" in win.render_panel.model_status.text()
+        assert "world scenes only" in win.status_renderer.text()
+    finally:
+        win.shutdown()

@@ -67,3 +67,39 @@ def test_project_identity_is_stored_and_reused(tiny_sd_dir, tmp_path):
 def test_save_identity_needs_a_project(photogen_scene, tiny_sd_dir, tmp_path):
     r = _run("render", photogen_scene, "--variant", "edit_000", "--model", tiny_sd_dir, "-o", tmp_path / "x.png", "--save-identity")
     assert r.returncode == 1 and "project" in r.stderr
+
+
+def test_the_sample_renders_with_the_bundled_world_model_by_default(tmp_path):
+    """No --model, no download: a sample project renders with resources/models/world at 256 px,
+    brought back to the project's working size; pixels far from the edit are the photo's."""
+    from PIL import Image
+
+    from core.project import load_project
+
+    proj = tmp_path / "s.handles"
+    assert _run("sample", "-o", proj).returncode == 0
+    out = tmp_path / "moved.png"
+    r = _run("render", proj, "--object", "box", "--translate", "0.6", "0", "0", "--device", "cpu", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "preset default" in r.stdout and "UNet:" in r.stdout
+    img = np.asarray(Image.open(out).convert("RGB"))
+    photo = load_project(proj).scene.photo
+    assert img.shape == photo.shape == (448, 640, 3)
+    assert np.array_equal(img[:40, -160:], photo[:40, -160:])
+    box = load_project(proj).scene.object("box").mask
+    assert np.abs(img[box].astype(int) - photo[box].astype(int)).mean() > 20
+
+
+def test_a_random_world_scene_from_the_command_line(tmp_path):
+    from core.project import load_project
+
+    proj = tmp_path / "w.handles"
+    r = _run("sample", "-o", proj, "--world-seed", "1000007", "--width", "256", "--height", "192")
+    assert r.returncode == 0, r.stderr
+    scene = load_project(proj).scene
+    from core.world import layout_scene, random_layout
+
+    expect = layout_scene(random_layout(1000007), 256, 192)
+    assert np.array_equal(scene.photo, expect.photo) and scene.prompt == expect.prompt
+    assert [o.name for o in scene.objects] == [o.name for o in expect.objects]
+    assert scene.depth_source == "world"

@@ -58,7 +58,7 @@ def test_catalog_lists_the_agreed_models():
     assert len({e.name for e in store.catalog()}) == len(store.catalog())
 
 
-@pytest.mark.parametrize("entry", store.catalog(), ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [e for e in store.catalog() if not e.bundled], ids=lambda e: e.name)
 def test_fetch_command_matches_the_entry_and_fetches_every_required_file(entry):
     words = shlex.split(entry.fetch_command)
     assert words[:3] == ["hf", "download", entry.repo]
@@ -69,6 +69,23 @@ def test_fetch_command_matches_the_entry_and_fetches_every_required_file(entry):
     for alternatives in entry.required:
         assert any(store.matches_patterns(a, includes, excludes) for a in alternatives.split("|")), alternatives
     assert entry.size_bytes > 0
+
+
+def test_the_bundled_world_model_is_complete_and_found_first(tmp_path, monkeypatch):
+    entry = store.catalog_entry("world")
+    assert entry.bundled and entry.role == "renderer" and entry.world_only and entry.resolution == 256
+    folder = entry.bundled_path
+    for alternatives in entry.required:
+        assert any((folder / a).is_file() for a in alternatives.split("|")), alternatives
+    weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+    assert abs(weights - entry.size_bytes) <= 0.05 * entry.size_bytes
+    # found with no cache and no extra folders, and reported as present
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HANDLES_MODEL_DIRS", raising=False)
+    assert store.find_model("world").resolve() == folder.resolve()
+    assert store.model_status(entry).state == "present"
+    assert store.native_resolution(folder) == 256 and store.world_only(folder)
+    assert store.native_resolution("sd2-depth") is None and not store.world_only("sd2-depth")
 
 
 def test_catalog_names_resolve_case_insensitively():
@@ -239,7 +256,9 @@ def test_models_list_shows_present_and_missing(hub, tiny_da, capsys):
     assert "present" in da_block[1] and str(snap) in da_block[1] and "on disk" in da_block[1]
     sd_block = out[out.index("sd2-depth") :].splitlines()[:2]
     assert "missing" in sd_block[1] and store.catalog_entry("sd2-depth").fetch_command in sd_block[1]
-    assert "1 of 5 models present." in out
+    assert "2 of 6 models present." in out  # the depth model above and the bundled world model
+    world_block = out[out.index("\nworld ") + 1 :].splitlines()[:2]
+    assert "renderer" in world_block[0] and "present" in world_block[1]
 
     assert cli_main(["models", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
