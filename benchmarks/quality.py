@@ -1,0 +1,237 @@
+"""Quality of Diffusion Handles against ray-cast ground truth, on the world model: `make bench-quality`.
+
+Held-out world scenes (seeds from ``core.world.HELD_OUT_SEED`` on, never used in training), one
+edit each, cycling through the kinds of :data:`core.quality.EDIT_KINDS` (move along the floor,
+yaw, scale, two objects at once, move behind another object, identity). Every edit has its exact
+ground truth (the world re-rendered with the objects moved). Each row renders every edit and is
+scored region by region (:func:`core.quality.edit_regions`): the moved object at its true new
+place, the revealed background, the shadow change, the rest; PSNR (dB) and SSIM, averaged over
+the edits where the region is not empty, plus seconds per edit (the identity, shared by the
+rows with the same steps, counted separately).
+
+Rows: ``preview`` (the geometric preview, no model), ``no guidance (ablation)`` (plain
+depth-conditioned denoising from the inverted noise with the edited depth, no guidance: the
+reference's start without its guidance), the presets (``fast`` is ``default`` without guidance),
+and with ``--variants`` the before/after rows of the engine's open questions. ``reference`` (null-text inversion, 50 steps, ~60 s an edit here) runs on every
+``--reference-every``-th edit only; its ``n`` column says on how many.
+
+Then the model's own quality: VAE round trip, unguided samples from held-out depth maps and
+captions (DDIM 25 steps, guidance 7.5) against their photos, and the identity reconstruction.
+Prints tables (and writes them as JSON with ``--json``); not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SIZE = (256, 192)
+#: name -> (preset, settings overrides)
+#: the settings of the presets before the warp-then-refine start (the reference's start)
+OLD_START = {"preview_start": 0.0, "preview_keep": 0.0, "background_blend": True, "paste_objects": False}
+ROWS: dict[str, tuple[str, dict]] = {
+    # default first: its identity (captured activations included) serves the rows after it
+    "default": ("default", {}),
+    # the ablation: plain depth-conditioned denoising from the inverted noise, edited depth, no guidance
+    "no guidance (ablation)": ("default", {**OLD_START, "grad_steps": 0, "guided_until": 0.5}),
+    "fast": ("fast", {}),
+    "draft": ("draft", {}),
+    "reference": ("reference", {}),
+}
+#: before/after rows of the engine's open questions (--variants)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "old default (inverted start, blend)": ("default", {**OLD_START, "guided_until": 0.5}),
+    "old fast (injection, inverted start)": ("fast", {**OLD_START, "inject_until": 0.4}),
+    "default without the object paste": ("default", {"paste_objects": False}),
+    # the residuals only matter where the latent is blended with the identity's trajectory
+    "old default without residuals in the edit": ("default", {**OLD_START, "guided_until": 0.5, "residuals_in_edit": False}),
+    "default with background blend": ("default", {"background_blend": True}),
+}
+
+
+def scene_with(lay, tr):
+    from core.world import layout_scene
+
+    scene = layout_scene(lay, *SIZE)
+    for o in scene.objects:
+        if o.name in tr:
+            o.transform = tr[o.name]
+    return scene
+
+
+def mean(xs) -> float:
+    xs = [x for x in xs if not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def run(args) -> dict:
+    import torch
+
+    from core.jobs import RenderRequest
+    from core.ml.handles.renderer import DiffusionHandlesRenderer
+    from core.ml.store import find_model
+    from core.preview import render_preview
+    from core.quality import REGIONS, edit_regions, held_out_edits, region_scores
+    from core.world import layout_scene, render_moved
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    folder = find_model(args.model, role="renderer")
+    renderer = DiffusionHandlesRenderer(folder, device=args.device)
+    rows = dict(ROWS)
+    if args.variants:
+        rows.update(VARIANTS)
+    if args.rows:
+        wanted = [r.strip() for r in args.rows.split(";")]
+        rows = {k: v for k, v in {**ROWS, **VARIANTS}.items() if k in wanted}
+    for spec in args.row:
+        label, preset_name, over = spec.split("|", 2)
+        rows[label] = (preset_name, json.loads(over or "{}"))
+    items = held_out_edits(args.edits, SIZE)
+    scores: dict[str, list[dict]] = {"preview": [], **{r: [] for r in rows}}
+    secs: dict[str, list[float]] = {k: [] for k in scores}
+    id_secs: dict[str, list[float]] = {k: [] for k in scores}
+    for i, (lay, kind, tr) in enumerate(items):
+        src = layout_scene(lay, *SIZE)
+        truth = render_moved(lay, tr, *SIZE)
+        moved = {n for n, t in tr.items() if not t.is_identity()}
+        regions = edit_regions({o.name: o.mask for o in src.objects}, truth.masks, moved, src.photo, truth.photo)
+        scene = scene_with(lay, tr)
+        t0 = time.perf_counter()
+        pv = render_preview(scene).image
+        secs["preview"].append(time.perf_counter() - t0)
+        scores["preview"].append(region_scores(pv, truth.photo, regions))
+        line = [f"{i + 1:2d}/{len(items)} {kind:8s} seed {lay.seed}"]
+        for name, (preset, over) in rows.items():
+            if name == "reference" and i % max(1, args.reference_every):
+                continue
+            from core.ml.handles.presets import preset as get_preset
+
+            st = get_preset(preset, over)
+            req = RenderRequest(
+                scene_id=scene.content_id(), transforms={o.name: o.transform.to_dict() for o in scene.objects},
+                prompt=scene.prompt, seed=args.seed, steps=st.steps, preset=preset, model=str(folder),
+                resolution=st.resolution if preset == "draft" else max(SIZE), device=args.device, settings=over,
+            )
+            img = renderer.render(scene, req)
+            info = renderer.last_info
+            if img.shape[:2] != truth.photo.shape[:2]:
+                raise RuntimeError(f"{name}: image {img.shape} vs truth {truth.photo.shape}")
+            scores[name].append(region_scores(img, truth.photo, regions))
+            secs[name].append(float(info["render_seconds"]))
+            id_secs[name].append(0.0 if info["identity_reused"] else float(info["identity_seconds"]))
+            if args.save:
+                from PIL import Image
+
+                os.makedirs(args.save, exist_ok=True)
+                Image.fromarray(np.concatenate([src.photo, truth.photo, pv, img], 1)).save(
+                    os.path.join(args.save, f"{i:02d}-{kind}-{name.replace(' ', '_').replace(',', '')}.png"))
+            o = scores[name][-1]["object"][0]
+            line.append(f"{name} obj {o:.1f}")
+        print("  ".join(line), flush=True)
+    table = {}
+    for name, lst in scores.items():
+        if not lst:
+            continue
+        table[name] = {
+            "n": len(lst),
+            **{r: (mean(s[r][0] for s in lst), mean(s[r][1] for s in lst)) for r in REGIONS},
+            "seconds": mean(secs[name]),
+            "identity_seconds": mean([x for x in id_secs[name] if x > 0]) if any(id_secs[name]) else 0.0,
+        }
+    return {"table": table, "model": str(folder), "edits": [(lay.seed, kind) for lay, kind, _ in items]}
+
+
+def model_quality(args) -> dict:
+    import torch
+
+    from core.ml.handles.engine import HandlesEngine
+    from core.ml.handles.models import load_models
+    from core.ml.handles.presets import preset
+    from core.quality import psnr, ssim_map
+    from core.world import HELD_OUT_SEED, random_layout, render_layout
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    engine = HandlesEngine(load_models(args.model, args.device))
+    rt, un, un_s, rec = [], [], [], []
+    st = preset("default")
+    for k in range(args.samples):
+        lay = random_layout(HELD_OUT_SEED + 500 + k)
+        r = render_layout(lay, *SIZE)
+        rt.append(psnr(engine.decode_latent(engine.encode_image(r.photo)), r.photo))
+        img = engine.sample(r.depth, lay.caption(), steps=25, guidance_scale=7.5, generator=torch.Generator().manual_seed(k))
+        un.append(psnr(img, r.photo))
+        un_s.append(float(ssim_map(img, r.photo).mean()))
+        if k < 4:
+            ident = engine.build_identity(r.photo, r.depth, lay.caption(), st, key="bench", n_captured=0)
+            z = engine.reconstruct(ident, st)
+            rec.append(psnr(engine.decode_latent(z), r.photo))
+    return {
+        "vae_round_trip_psnr": mean(rt),
+        "unguided_psnr": mean(un),
+        "unguided_ssim": mean(un_s),
+        "identity_reconstruction_psnr": mean(rec),
+        "samples": args.samples,
+    }
+
+
+def print_tables(res: dict, mq: dict | None) -> None:
+    from core.quality import REGIONS
+
+    print()
+    print(f"Diffusion Handles vs ray-cast ground truth: {res['model']}, {len(res['edits'])} held-out edits at {SIZE[0]}x{SIZE[1]}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; PSNR dB / SSIM, mean over edits with the region")
+    head = f"{'row':40s} {'n':>3s} " + " ".join(f"{r:>13s}" for r in REGIONS) + f" {'s/edit':>7s} {'identity s':>10s}"
+    print(head)
+    print("-" * len(head))
+    for name, row in res["table"].items():
+        cells = " ".join(f"{row[r][0]:6.2f}/{row[r][1]:.3f}" if not math.isnan(row[r][0]) else f"{'-':>13s}" for r in REGIONS)
+        print(f"{name:40s} {row['n']:3d} {cells} {row['seconds']:7.2f} {row['identity_seconds']:10.2f}")
+    if mq:
+        print()
+        print(f"The model itself ({mq['samples']} held-out scenes):")
+        print(f"  VAE round trip           {mq['vae_round_trip_psnr']:6.2f} dB")
+        print(f"  unguided samples         {mq['unguided_psnr']:6.2f} dB  SSIM {mq['unguided_ssim']:.3f}  (DDIM 25, guidance 7.5, from the true depth and caption)")
+        print(f"  identity reconstruction  {mq['identity_reconstruction_psnr']:6.2f} dB  (exact inversion replayed, before any paste)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="bench-quality", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="world", help="renderer model (default: the bundled world model)")
+    ap.add_argument("--edits", type=int, default=24, help="held-out edits (default 24)")
+    ap.add_argument("--reference-every", type=int, default=4, help="run the slow reference preset on every Nth edit")
+    ap.add_argument("--variants", action="store_true", help="also the engine variants of the open questions")
+    ap.add_argument("--rows", default="", help="only these rows (names separated by ';')")
+    ap.add_argument("--row", action="append", default=[], metavar="LABEL|PRESET|JSON",
+                    help='an extra row: a preset with settings overrides, e.g. \'ps 0.3|default|{"preview_start": 0.3}\'')
+    ap.add_argument("--samples", type=int, default=24, help="held-out scenes for the model's own quality (0: skip)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
+    ap.add_argument("--save", default="", metavar="DIR", help="write source | truth | preview | render strips here")
+    ap.add_argument("--json", default="", metavar="FILE", help="also write the figures as JSON")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    res = run(args) if args.edits > 0 else {"table": {}, "model": args.model, "edits": []}
+    mq = model_quality(args) if args.samples > 0 else None
+    print_tables(res, mq)
+    print(f"\n({time.monotonic() - t0:.0f} s in all)")
+    if args.json:
+        from pathlib import Path
+
+        from core.settings import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps({"edits": res, "model_quality": mq}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
