@@ -1,8 +1,8 @@
 """Makes docs/screenshot.png: the editor on the sample scene with the box moved and rendered.
 
 Run under a display: `QT_QPA_PLATFORM=xcb scripts/with-display.sh .venv/bin/python scripts/readme_screenshot.py`.
-Uses the real renderer factory, so without a diffusion model on disk the render is the
-geometric preview, labelled as such (what a new user sees).
+Uses the real renderer factory: the sample renders with the bundled world model (what a new user
+sees after a drag and Render).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main(out: Path) -> int:
     done = []
     win.renderFinished.connect(done.append)
     win.request_render()
-    for _ in range(100):
+    for _ in range(1200):  # a real render: up to two minutes on a slow machine
         if done:
             break
         wait(100)
