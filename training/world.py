@@ -357,13 +357,16 @@ def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray,
     bar = Bar("unet", cfg.unet_steps, start)
     unet.train()
     text.train()
+    def checkpoint(done: int) -> None:
+        atomic_save(
+            {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
+             "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": done},
+            ck,
+        )
+
     for step in range(start, cfg.unet_steps):
         if stop_after is not None and step - start >= stop_after:
-            atomic_save(
-                {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
-                 "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step},
-                ck,
-            )
+            checkpoint(step)
             return None
         g = torch.Generator().manual_seed(cfg.seed * 2_000_003 + step)
         b = cfg.unet_batch
@@ -391,11 +394,7 @@ def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray,
             torch._foreach_lerp_(ema_params, params, 1 - decay)
         bar.update(step, float(loss.detach()))
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.unet_steps:
-            atomic_save(
-                {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
-                 "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step + 1},
-                ck,
-            )
+            checkpoint(step + 1)
     return ema_u.eval(), ema_t.eval(), tok_dir
 
 

@@ -18,48 +18,12 @@ import numpy as np
 HIDDEN = 32
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """The byte -> printable character table of byte-level BPE (GPT-2 / CLIP)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
 def write_tokenizer(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for c in chars:
-        vocab[c] = len(vocab)
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
-    merges = ["t h", "th e</w>", "c a", "ca r</w>", "a n", "an d</w>"]
-    for m in merges:
-        a, b = m.split()
-        vocab[a + b] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "model_max_length": 77,
-                "bos_token": "<|startoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>",
-                "tokenizer_class": "CLIPTokenizer",
-            }
-        ),
-        encoding="utf-8",
-    )
+    """A byte-level CLIP tokenizer with a few merges (core.ml.bpe writes the files)."""
+    from core.ml.bpe import write_clip_tokenizer
+
+    merges = [("t", "h"), ("th", "e</w>"), ("c", "a"), ("ca", "r</w>"), ("a", "n"), ("an", "d</w>")]
+    assert write_clip_tokenizer(folder, merges=merges, max_length=77) == vocab_size()
 
 
 def vocab_size() -> int:
