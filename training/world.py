@@ -117,6 +117,19 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def resume(ck: Path, dev, parts: dict, stage: str) -> int:
+    """Load checkpoint ``ck`` (if any) into ``parts`` (key -> module or optimizer); its step, else 0."""
+    import torch
+
+    if not ck.is_file():
+        return 0
+    state = torch.load(ck, map_location=dev)
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    log(f"{stage}: resumed at step {int(state['step'])}")
+    return int(state["step"])
+
+
 def device():
     import torch
 
@@ -195,13 +208,7 @@ def train_vae(cfg: Config, work: Path, photos: np.ndarray):
     vae = build_vae(cfg).to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     ck = work / "vae.ckpt"
-    start = 0
-    if ck.is_file():
-        state = torch.load(ck, map_location=dev)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = int(state["step"])
-        log(f"vae: resumed at step {start}")
+    start = resume(ck, dev, {"model": vae, "opt": opt}, "vae")
     data = torch.from_numpy(photos)  # (N, H, W, 3) uint8
     n, hh, ww = data.shape[:3]
     c = cfg.vae_crop
@@ -338,16 +345,7 @@ def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray,
     ema_params = list(ema_u.parameters()) + list(ema_t.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     ck = work / "unet.ckpt"
-    start = 0
-    if ck.is_file():
-        state = torch.load(ck, map_location=dev)
-        unet.load_state_dict(state["unet"])
-        text.load_state_dict(state["text"])
-        ema_u.load_state_dict(state["ema_unet"])
-        ema_t.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["opt"])
-        start = int(state["step"])
-        log(f"unet: resumed at step {start}")
+    start = resume(ck, dev, {"unet": unet, "text": text, "ema_unet": ema_u, "ema_text": ema_t, "opt": opt}, "unet")
     lat = torch.from_numpy(latents).to(dev)
     dc = torch.from_numpy(dconds).to(dev)
     ids = ids.to(dev)
