@@ -75,10 +75,7 @@ def bench_size(size: int, repeat: int) -> dict:
     # first drag event: builds the per-mask state (fill cached above) and the clean plate
     warp.clear_cache()
     clear_preview_cache()
-    transforms = [
-        Transform3D.from_axis_angle((0.0, 1.0, 0.0), 12.0 + 0.5 * i, translation=(0.3 + 0.01 * i, -0.1, 0.2), scale=1.2)
-        for i in range(repeat)
-    ]
+    transforms = [Transform3D.from_axis_angle((0.0, 1.0, 0.0), 12.0 + 0.5 * i, translation=(0.3 + 0.01 * i, -0.1, 0.2), scale=1.2) for i in range(repeat)]
     obj.transform = transforms[0]
     t0 = time.perf_counter()
     render_preview(scene, warp.plan(scene))

@@ -117,9 +117,16 @@ def run(args) -> dict:
 
             st = get_preset(preset, over)
             req = RenderRequest(
-                scene_id=scene.content_id(), transforms={o.name: o.transform.to_dict() for o in scene.objects},
-                prompt=scene.prompt, seed=args.seed, steps=st.steps, preset=preset, model=str(folder),
-                resolution=st.resolution if preset == "draft" else max(SIZE), device=args.device, settings=over,
+                scene_id=scene.content_id(),
+                transforms={o.name: o.transform.to_dict() for o in scene.objects},
+                prompt=scene.prompt,
+                seed=args.seed,
+                steps=st.steps,
+                preset=preset,
+                model=str(folder),
+                resolution=st.resolution if preset == "draft" else max(SIZE),
+                device=args.device,
+                settings=over,
             )
             img = renderer.render(scene, req)
             info = renderer.last_info
@@ -133,7 +140,8 @@ def run(args) -> dict:
 
                 os.makedirs(args.save, exist_ok=True)
                 Image.fromarray(np.concatenate([src.photo, truth.photo, pv, img], 1)).save(
-                    os.path.join(args.save, f"{i:02d}-{kind}-{name.replace(' ', '_').replace(',', '')}.png"))
+                    os.path.join(args.save, f"{i:02d}-{kind}-{name.replace(' ', '_').replace(',', '')}.png")
+                )
             o = scores[name][-1]["object"][0]
             line.append(f"{name} obj {o:.1f}")
         print("  ".join(line), flush=True)
@@ -199,7 +207,9 @@ def print_tables(res: dict, mq: dict | None) -> None:
         print()
         print(f"The model itself ({mq['samples']} held-out scenes):")
         print(f"  VAE round trip           {mq['vae_round_trip_psnr']:6.2f} dB")
-        print(f"  unguided samples         {mq['unguided_psnr']:6.2f} dB  SSIM {mq['unguided_ssim']:.3f}  (DDIM 25, guidance 7.5, from the true depth and caption)")
+        print(
+            f"  unguided samples         {mq['unguided_psnr']:6.2f} dB  SSIM {mq['unguided_ssim']:.3f}  (DDIM 25, guidance 7.5, from the true depth and caption)"
+        )
         print(f"  identity reconstruction  {mq['identity_reconstruction_psnr']:6.2f} dB  (exact inversion replayed, before any paste)")
 
 
@@ -210,8 +220,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reference-every", type=int, default=4, help="run the slow reference preset on every Nth edit")
     ap.add_argument("--variants", action="store_true", help="also the engine variants of the open questions")
     ap.add_argument("--rows", default="", help="only these rows (names separated by ';')")
-    ap.add_argument("--row", action="append", default=[], metavar="LABEL|PRESET|JSON",
-                    help='an extra row: a preset with settings overrides, e.g. \'ps 0.3|default|{"preview_start": 0.3}\'')
+    ap.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="LABEL|PRESET|JSON",
+        help="an extra row: a preset with settings overrides, e.g. 'ps 0.3|default|{\"preview_start\": 0.3}'",
+    )
     ap.add_argument("--samples", type=int, default=24, help="held-out scenes for the model's own quality (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")

@@ -129,9 +129,11 @@ def _write_tokenizer(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77, "bos_token": "<|startoftext|>",
-                                                              "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-                                                              "pad_token": "<|endoftext|>"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+        )
+    )
 
 
 def build_models(dtype_name: str = "fp32"):
@@ -153,13 +155,14 @@ def build_models(dtype_name: str = "fp32"):
     tmp = Path(tempfile.mkdtemp(prefix="bench-tok-"))
     _write_tokenizer(tmp)
     tok = CLIPTokenizer.from_pretrained(tmp)
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=0)
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=0)
     params = sum(p.numel() for m in (unet, vae, text) for p in m.parameters())
-    print(f"built SD2-depth UNet/VAE/OpenCLIP-H text encoder with random weights: {params / 1e6:.0f} M parameters "
-          f"({dtype_name}) in {time.monotonic() - t0:.0f} s")
-    return HandlesModels(path=tmp, model_id="sd2-depth-random", unet=unet, vae=vae, text_encoder=text, tokenizer=tok,
-                         scheduler=sched, device=torch.device("cpu"), dtype=dt)
+    print(
+        f"built SD2-depth UNet/VAE/OpenCLIP-H text encoder with random weights: {params / 1e6:.0f} M parameters ({dtype_name}) in {time.monotonic() - t0:.0f} s"
+    )
+    return HandlesModels(
+        path=tmp, model_id="sd2-depth-random", unet=unet, vae=vae, text_encoder=text, tokenizer=tok, scheduler=sched, device=torch.device("cpu"), dtype=dt
+    )
 
 
 def bench_depth(side: int) -> float | None:
@@ -169,11 +172,25 @@ def bench_depth(side: int) -> float | None:
         from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
     except ImportError:
         return None
-    backbone = Dinov2Config(image_size=518, patch_size=14, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                            intermediate_size=1536, out_indices=[3, 6, 9, 12], reshape_hidden_states=False)
-    cfg = DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=384,
-                              reassemble_factors=[4, 2, 1, 0.5], neck_hidden_sizes=[48, 96, 192, 384],
-                              fusion_hidden_size=64, head_hidden_size=32)
+    backbone = Dinov2Config(
+        image_size=518,
+        patch_size=14,
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        out_indices=[3, 6, 9, 12],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone,
+        patch_size=14,
+        reassemble_hidden_size=384,
+        reassemble_factors=[4, 2, 1, 0.5],
+        neck_hidden_sizes=[48, 96, 192, 384],
+        fusion_hidden_size=64,
+        head_hidden_size=32,
+    )
     model = DepthAnythingForDepthEstimation(cfg).eval()
     s = (side // 14) * 14 + 14  # the processor's multiple-of-14 input
     x = torch.randn(1, 3, s, s)
@@ -195,14 +212,20 @@ def synthetic_scene(side: int):
     mask[h // 3 : h // 3 + h // 4, w // 3 : w // 3 + w // 4] = True
     photo[mask] = [200, 40, 40]
     depth[mask] = 2.0
-    return Scene(photo=np.clip(photo, 0, 255).astype(np.uint8), depth=depth.astype(np.float32), camera=Camera(w, h),
-                 prompt="a red box on the floor", objects=[SceneObject("box", mask)])
+    return Scene(
+        photo=np.clip(photo, 0, 255).astype(np.uint8),
+        depth=depth.astype(np.float32),
+        camera=Camera(w, h),
+        prompt="a red box on the floor",
+        objects=[SceneObject("box", mask)],
+    )
 
 
 def run_resolution(engine, side: int, quick: bool) -> dict:
     import torch
 
-    from core.geometry.warp import feature_correspondence, plan as warp_plan
+    from core.geometry.warp import feature_correspondence
+    from core.geometry.warp import plan as warp_plan
     from core.ml.handles.presets import PRESETS
     from core.ml.handles.renderer import soft_region
     from core.ml.handles.warping import BlockWarp
@@ -258,9 +281,13 @@ def run_resolution(engine, side: int, quick: bool) -> dict:
 
     # shortened edits: 1 step with the per-step work of the full schedule (step 0 of each preset)
     one = replace(short_exact, steps=1)
-    ident1 = replace(ident, timesteps=ident.timesteps[:1], trajectory=ident.trajectory[:2],
-                     deltas=None if ident.deltas is None else ident.deltas[:1],
-                     activations={b: a[:1] for b, a in ident.activations.items()})
+    ident1 = replace(
+        ident,
+        timesteps=ident.timesteps[:1],
+        trajectory=ident.trajectory[:2],
+        deltas=None if ident.deltas is None else ident.deltas[:1],
+        activations={b: a[:1] for b, a in ident.activations.items()},
+    )
     variants = {
         "reference": replace(PRESETS["reference"], steps=1, guided_until=1.0),
         "default": replace(PRESETS["default"], steps=1, guided_until=1.0),
@@ -326,8 +353,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     sizes = args.sizes or ([256] if args.quick else [256, 512])
-    print(f"Diffusion Handles render benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}")
+    print(
+        f"Diffusion Handles render benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}"
+    )
     from core.ml.handles.engine import HandlesEngine
 
     engine = HandlesEngine(build_models(args.precision))
@@ -351,8 +380,10 @@ def print_table(res: dict) -> None:
     st = res["stages"]
     print(f"\n=== {side} x {side} px  (benchmark wall time {res['wall']:.0f} s) ===")
     dep = f"{st['depth']:.2f} s" if st.get("depth") is not None else "n/a"
-    print(f"stages (measured): depth (Depth Anything V2 Small cfg) {dep} | VAE encode {st['vae_encode']:.2f} s | "
-          f"VAE decode {st['vae_decode']:.2f} s | text encode {st['text_encode']:.2f} s")
+    print(
+        f"stages (measured): depth (Depth Anything V2 Small cfg) {dep} | VAE encode {st['vae_encode']:.2f} s | "
+        f"VAE decode {st['vae_decode']:.2f} s | text encode {st['text_encode']:.2f} s"
+    )
     print("mean seconds per UNet evaluation (measured): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["mean_eval_s"].items())))
     print("MEASURED shortened runs (steps, seconds, UNet evaluations):")
     for k, (sec, steps, ev) in res["measured"].items():
@@ -364,8 +395,10 @@ def print_table(res: dict) -> None:
             continue
         sec, ev, steps = v
         print(f"  {k:<20} {steps:>5} {sec:9.1f} {ev.get('forward', 0):>8} {ev.get('cfg', 0):>8} {ev.get('forward_backward', 0):>8}")
-    print(f"  stored identity: default {res['full']['identity_mb_default']:.0f} MB, reference {res['full']['identity_mb_reference']:.0f} MB "
-          f"(activations {res['act_bytes_per_step'] / 1e6:.1f} MB per captured step)")
+    print(
+        f"  stored identity: default {res['full']['identity_mb_default']:.0f} MB, reference {res['full']['identity_mb_reference']:.0f} MB "
+        f"(activations {res['act_bytes_per_step'] / 1e6:.1f} MB per captured step)"
+    )
     print(f"peak resident memory so far: {res['peak_gb']:.2f} GB")
 
 

@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 
-
 TARGET_MS = 40.0
 
 

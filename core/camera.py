@@ -73,12 +73,12 @@ class Camera:
         return self.height / 2.0
 
     @property
-    def K(self) -> np.ndarray:
+    def K(self) -> np.ndarray:  # noqa: N802 - the intrinsic matrix K, as in the literature
         """3x3 intrinsic matrix mapping camera-frame points to homogeneous image coordinates."""
         f = self.focal
         return np.array([[f, 0.0, self.cx], [0.0, f, self.cy], [0.0, 0.0, 1.0]])
 
-    def resized(self, width: int, height: int) -> "Camera":
+    def resized(self, width: int, height: int) -> Camera:
         """The same camera (same field of view) for an image resized to ``width`` x ``height``."""
         return Camera(int(width), int(height), self.fov_deg)
 
@@ -128,5 +128,5 @@ class Camera:
         return {"width": self.width, "height": self.height, "fov_deg": self.fov_deg}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
+    def from_dict(cls, d: dict) -> Camera:
         return cls(int(d["width"]), int(d["height"]), float(d.get("fov_deg", DEFAULT_FOV_DEG)))

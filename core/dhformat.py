@@ -206,9 +206,7 @@ def load_dh_scene(folder, long_side: int = 512, repair: bool = False):
     finally:
         mim.close()
     if mask_full.shape != (H0, W0):
-        raise InputError(
-            f"{folder / 'mask.png'}: mask is {mask_full.shape[1]}x{mask_full.shape[0]}, the photo is {W0}x{H0}"
-        )
+        raise InputError(f"{folder / 'mask.png'}: mask is {mask_full.shape[1]}x{mask_full.shape[0]}, the photo is {W0}x{H0}")
     mask = cio.resize_mask(mask_full, (w, h))
     if not mask.any():
         raise InputError(f"{folder / 'mask.png'}: the mask is empty (no pixel > 127)")

@@ -128,7 +128,7 @@ class Document:
         )
 
     @classmethod
-    def from_project(cls, project, path: str | Path | None = None) -> "Document":
+    def from_project(cls, project, path: str | Path | None = None) -> Document:
         settings = dict(project.settings or {})
         render = settings.pop("render", {}) or {}
         if not isinstance(render, dict):
@@ -153,7 +153,7 @@ class Document:
         return p
 
     @classmethod
-    def load(cls, path: str | Path) -> "Document":
+    def load(cls, path: str | Path) -> Document:
         from core.project import load_project
 
         return cls.from_project(load_project(path), path)

@@ -24,5 +24,5 @@ class ModelError(HandlesError):
     """A model is missing, incomplete or cannot be loaded."""
 
 
-class RenderCancelled(HandlesError):
+class RenderCancelled(HandlesError):  # noqa: N818 - a cancellation, not an error
     """Raised inside a render when its cancel token is set."""

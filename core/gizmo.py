@@ -181,7 +181,9 @@ def _screen_circle(pose: GizmoPose, camera, radius_px: float, n: int = 64) -> np
 def _plane_corners(pose: GizmoPose, k: int) -> np.ndarray:
     a, b = _plane_axes(k)
     ua, ub = pose.axes[:, a] * pose.length, pose.axes[:, b] * pose.length
-    return np.array([pose.centre + s * ua + t * ub for s, t in ((_PLANE_LO, _PLANE_LO), (_PLANE_HI, _PLANE_LO), (_PLANE_HI, _PLANE_HI), (_PLANE_LO, _PLANE_HI))])
+    return np.array(
+        [pose.centre + s * ua + t * ub for s, t in ((_PLANE_LO, _PLANE_LO), (_PLANE_HI, _PLANE_LO), (_PLANE_HI, _PLANE_HI), (_PLANE_LO, _PLANE_HI))]
+    )
 
 
 def handle_visible(handle: Handle, pose: GizmoPose, camera) -> bool:

@@ -192,10 +192,7 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path, formats=list(formats) if formats else None)
     except Image.DecompressionBombError as exc:
-        raise InputError(
-            f"{_name(path)}: image is too large to open safely ({exc}); the limit is "
-            f"{max_pixels // 1_000_000} megapixels"
-        ) from exc
+        raise InputError(f"{_name(path)}: image is too large to open safely ({exc}); the limit is {max_pixels // 1_000_000} megapixels") from exc
     except UnidentifiedImageError as exc:
         hint = _zero_size_hint(path, fmt, head)
         if hint:
@@ -362,10 +359,7 @@ def _read_exr(path: Path) -> np.ndarray:
             if name is None:
                 name = next((n for n in chans if n.split(".")[-1] in EXR_DEPTH_CHANNELS), None)
             if name is None:
-                raise InputError(
-                    f"{_name(path)}: no depth channel among {', '.join(sorted(chans))} "
-                    f"(expected one of {', '.join(EXR_DEPTH_CHANNELS)})"
-                )
+                raise InputError(f"{_name(path)}: no depth channel among {', '.join(sorted(chans))} (expected one of {', '.join(EXR_DEPTH_CHANNELS)})")
         px = np.asarray(chans[name].pixels)
     except InputError:
         raise
@@ -402,15 +396,12 @@ def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
             s = scale if scale is not None else _png_scale(im)
             if s is None:
                 raise InputError(
-                    f"{_name(path)}: integer depth image without a scale; pass the scale "
-                    f"(depth = value * scale), e.g. --depth-scale 0.001 for millimetres"
+                    f"{_name(path)}: integer depth image without a scale; pass the scale (depth = value * scale), e.g. --depth-scale 0.001 for millimetres"
                 )
             if not (math.isfinite(s) and s > 0):
                 raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
             return (np.asarray(im).astype(np.float64) * s).astype(np.float32)
-        raise InputError(
-            f"{_name(path)}: depth images must have one channel (16-bit or float), this one is {mode}"
-        )
+        raise InputError(f"{_name(path)}: depth images must have one channel (16-bit or float), this one is {mode}")
     finally:
         im.close()
 
@@ -468,8 +459,7 @@ def fill_nearest(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
     return values[idx[0], idx[1]]
 
 
-def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", scale: float | None = None,
-               repair: bool = False) -> np.ndarray:
+def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", scale: float | None = None, repair: bool = False) -> np.ndarray:
     """Read a depth (or disparity) file as float32 z-depth (H, W) in the file's units.
 
     ``size``: (width, height) to resize to (see :func:`resize_depth`), None keeps the file's size.
@@ -499,8 +489,7 @@ def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", s
     return prepare_depth(a, size=size, kind=kind, repair=repair, source=_name(path))
 
 
-def prepare_depth(values: np.ndarray, size: tuple[int, int] | None = None, kind: str = "depth",
-                  repair: bool = False, source: str = "depth") -> np.ndarray:
+def prepare_depth(values: np.ndarray, size: tuple[int, int] | None = None, kind: str = "depth", repair: bool = False, source: str = "depth") -> np.ndarray:
     """Validate (or repair), convert disparity to depth and resize an in-memory depth map.
 
     ``values``: (H, W) numbers. ``source`` names the data in error messages. Returns float32 z-depth.
@@ -615,8 +604,9 @@ def save_depth(path, depth: np.ndarray, scale: float | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- scenes
-def scene_from_photo(path, depth=None, long_side: int = 512, fov_deg: float = DEFAULT_FOV_DEG, *,
-                     kind: str = "depth", repair: bool = False, depth_unit: str = "m"):
+def scene_from_photo(
+    path, depth=None, long_side: int = 512, fov_deg: float = DEFAULT_FOV_DEG, *, kind: str = "depth", repair: bool = False, depth_unit: str = "m"
+):
     """A :class:`core.scene.Scene` (no objects) from a photo file and its depth.
 
     ``depth``: an (H, W) array (any size: it is resized to the working size, see

@@ -12,8 +12,9 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class RenderRequest:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RenderRequest":
+    def from_dict(cls, d: dict) -> RenderRequest:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -98,7 +99,7 @@ class Error:
     details: str = ""  # traceback or longer explanation
 
 
-Event = Union[Queued, Progress, Preview, Finished, Cancelled, Error]
+Event = Queued | Progress | Preview | Finished | Cancelled | Error
 EmitFn = Callable[[Event], None]
 
 

@@ -38,7 +38,7 @@ class PreviewResult:
     plan: WarpPlan
 
 
-_PLATE_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_PLATE_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _PLATE_CACHE_SIZE = 8
 
 
@@ -109,7 +109,7 @@ def clean_plate(photo: np.ndarray, removed: np.ndarray, photo_key: str | None = 
     return plate
 
 
-_PAD_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_PAD_CACHE: OrderedDict[tuple, tuple] = OrderedDict()
 
 
 def _padded(photo: np.ndarray, photo_key: str, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +131,7 @@ def _padded(photo: np.ndarray, photo_key: str, owner: np.ndarray) -> tuple[np.nd
     return ph, ow
 
 
-def sample_object_colors(
-    photo: np.ndarray, owner: np.ndarray, sx: np.ndarray, sy: np.ndarray, obj: np.ndarray, photo_key: str | None = None
-) -> np.ndarray:
+def sample_object_colors(photo: np.ndarray, owner: np.ndarray, sx: np.ndarray, sy: np.ndarray, obj: np.ndarray, photo_key: str | None = None) -> np.ndarray:
     """Bilinear colours (N, 3) float32 of ``photo`` (H, W, 3) at source positions ``(sx, sy)``
     (pixels), using only the taps whose owner (``owner``, (H, W) int16) equals ``obj`` (N,); the
     weights of the remaining taps are renormalised (the nearest own pixel when none is left)."""

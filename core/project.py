@@ -43,10 +43,11 @@ import stat
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -288,8 +289,7 @@ def _write_zip(fh, project: Project) -> tuple[str, str]:
     scene = project.scene
     now = now_iso()
     with zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
-        zf.writestr(zipfile.ZipInfo("mimetype", date_time=(1980, 1, 1, 0, 0, 0)), MIMETYPE.encode("ascii"),
-                    compress_type=zipfile.ZIP_STORED)
+        zf.writestr(zipfile.ZipInfo("mimetype", date_time=(1980, 1, 1, 0, 0, 0)), MIMETYPE.encode("ascii"), compress_type=zipfile.ZIP_STORED)
 
         def put(name: str, data: bytes, compress: bool) -> str:
             info = zipfile.ZipInfo(name, date_time=datetime.now().timetuple()[:6])
@@ -319,23 +319,21 @@ def _write_zip(fh, project: Project) -> tuple[str, str]:
         if scene.alpha is not None:
             sc["alpha"] = put("scene/alpha.npy", _npy_bytes(np.asarray(scene.alpha, np.float32)), True)
         if scene.background_depth is not None:
-            sc["background_depth"] = put(
-                "scene/background_depth.npy", _npy_bytes(np.asarray(scene.background_depth, np.float32)), True
-            )
+            sc["background_depth"] = put("scene/background_depth.npy", _npy_bytes(np.asarray(scene.background_depth, np.float32)), True)
         used_ids: set[str] = set()
         for i, obj in enumerate(scene.objects):
             oid = obj.id if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", obj.id or "") and obj.id not in used_ids else f"obj{i}"
             used_ids.add(oid)
-            sc["objects"].append({
-                "id": obj.id,
-                "name": obj.name,
-                "mask": put(f"scene/masks/{oid}.png", _png_bytes(np.ascontiguousarray(obj.mask, dtype=bool)), False),
-                "transform": obj.transform.to_dict(),
-                "visible": bool(obj.visible),
-            })
-        sc["variants"] = {
-            str(v): {str(o): t.to_dict() for o, t in ts.items()} for v, ts in scene.variants.items()
-        }
+            sc["objects"].append(
+                {
+                    "id": obj.id,
+                    "name": obj.name,
+                    "mask": put(f"scene/masks/{oid}.png", _png_bytes(np.ascontiguousarray(obj.mask, dtype=bool)), False),
+                    "transform": obj.transform.to_dict(),
+                    "visible": bool(obj.visible),
+                }
+            )
+        sc["variants"] = {str(v): {str(o): t.to_dict() for o, t in ts.items()} for v, ts in scene.variants.items()}
 
         renders = []
         for i, r in enumerate(project.renders):
@@ -343,13 +341,15 @@ def _write_zip(fh, project: Project) -> tuple[str, str]:
             img = np.asarray(r.image)
             if img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"render {r.id!r}: image must be (H, W, 3), got shape {img.shape}")
-            renders.append({
-                "id": r.id,
-                "image": put(f"renders/{i:04d}_{rid}.png", _png_bytes(np.ascontiguousarray(img, dtype=np.uint8)), False),
-                "request": _jsonable(r.request),
-                "info": _jsonable(r.info),
-                "created": r.created,
-            })
+            renders.append(
+                {
+                    "id": r.id,
+                    "image": put(f"renders/{i:04d}_{rid}.png", _png_bytes(np.ascontiguousarray(img, dtype=np.uint8)), False),
+                    "request": _jsonable(r.request),
+                    "info": _jsonable(r.info),
+                    "created": r.created,
+                }
+            )
 
         thumb = project.thumbnail
         if thumb is None:
@@ -365,7 +365,7 @@ def _write_zip(fh, project: Project) -> tuple[str, str]:
             info.file_size = mv.nbytes
             with zf.open(info, "w", force_zip64=mv.nbytes > 0x7FFFFFFF) as out:
                 for k in range(0, mv.nbytes, _CHUNK):
-                    out.write(mv[k:k + _CHUNK])
+                    out.write(mv[k : k + _CHUNK])
             caches.append({"name": str(name), "entry": entry, "size": mv.nbytes})
 
         manifest = {
@@ -501,7 +501,7 @@ class _Reader:
                         break
                     if n + len(chunk) > declared:
                         raise self._err(name, f"holds more data than the {declared} bytes it declares (zip bomb?)")
-                    buf[n:n + len(chunk)] = chunk
+                    buf[n : n + len(chunk)] = chunk
                     n += len(chunk)
         except ProjectError:
             raise
@@ -539,7 +539,7 @@ class _Reader:
         crc = 0
         mv = memoryview(data)
         for k in range(0, len(data), 16 * _CHUNK):
-            crc = zlib.crc32(mv[k:k + 16 * _CHUNK], crc)
+            crc = zlib.crc32(mv[k : k + 16 * _CHUNK], crc)
         if crc != info.CRC:
             raise self._err(name, "damaged (CRC-32 mismatch)")
         return data
@@ -611,14 +611,12 @@ def _migrate_0_to_1(manifest: dict, reader) -> dict:
 
     def tr(d: dict) -> dict:
         d = d or {}
-        return {"translation": d.get("t", [0.0, 0.0, 0.0]), "rotation": d.get("q", [1.0, 0.0, 0.0, 0.0]),
-                "scale": d.get("s", 1.0)}
+        return {"translation": d.get("t", [0.0, 0.0, 0.0]), "rotation": d.get("q", [1.0, 0.0, 0.0, 0.0]), "scale": d.get("s", 1.0)}
 
     cam = manifest.get("camera") or {}
     objects = []
     for i, o in enumerate(manifest.get("objects") or []):
-        objects.append({"id": f"obj{i}", "name": o.get("name", f"object {i + 1}"), "mask": o.get("mask"),
-                        "transform": tr(o.get("transform")), "visible": True})
+        objects.append({"id": f"obj{i}", "name": o.get("name", f"object {i + 1}"), "mask": o.get("mask"), "transform": tr(o.get("transform")), "visible": True})
     size = manifest.get("size") or [cam.get("width"), cam.get("height")]
     scene = {
         "name": manifest.get("name", "Untitled"),
@@ -635,8 +633,10 @@ def _migrate_0_to_1(manifest: dict, reader) -> dict:
         "objects": objects,
         "variants": {v: {o: tr(t) for o, t in (ts or {}).items()} for v, ts in (manifest.get("variants") or {}).items()},
     }
-    renders = [{"id": f"r{i}", "image": r.get("image"), "request": r.get("request", {}), "info": {},
-                "created": r.get("created", "")} for i, r in enumerate(manifest.get("renders") or [])]
+    renders = [
+        {"id": f"r{i}", "image": r.get("image"), "request": r.get("request", {}), "info": {}, "created": r.get("created", "")}
+        for i, r in enumerate(manifest.get("renders") or [])
+    ]
     return {
         "schema_version": 1,
         "app": APP_NAME,
@@ -657,9 +657,7 @@ def migrate(manifest: dict, reader, path: Path | str = "project") -> dict:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ProjectError(f"{path}: entry 'manifest.json': schema_version must be a non-negative integer, got {v!r}")
     if v > SCHEMA_VERSION:
-        raise ProjectError(
-            f"{path}: made by a newer Handles Studio (schema {v}; this version reads up to {SCHEMA_VERSION}); update to open it"
-        )
+        raise ProjectError(f"{path}: made by a newer Handles Studio (schema {v}; this version reads up to {SCHEMA_VERSION}); update to open it")
     while v < SCHEMA_VERSION:
         fn = MIGRATIONS.get(v)
         if fn is None:
@@ -745,9 +743,15 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
         if mask.shape != (h, w):
             raise r._err(mask_entry, f"mask is {mask.shape[1]}x{mask.shape[0]}, the photo is {w}x{h}")
         oid = o.get("id") if isinstance(o.get("id"), str) else new_id()
-        objects.append(SceneObject(name=str(need(o, "name", str, where)), mask=mask,
-                                   transform=_transform(o.get("transform", {}), where + "transform", path),
-                                   visible=bool(o.get("visible", True)), id=oid))
+        objects.append(
+            SceneObject(
+                name=str(need(o, "name", str, where)),
+                mask=mask,
+                transform=_transform(o.get("transform", {}), where + "transform", path),
+                visible=bool(o.get("visible", True)),
+                id=oid,
+            )
+        )
     variants = {}
     for vname, ts in (sc.get("variants") or {}).items():
         if not isinstance(ts, dict):
@@ -755,9 +759,17 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
         variants[str(vname)] = {str(on): _transform(t, f"scene.variants.{vname}.{on}", path) for on, t in ts.items()}
     try:
         scene = Scene(
-            photo=photo, depth=depth, camera=camera, prompt=str(sc.get("prompt", "")), objects=objects,
-            variants=variants, name=str(sc.get("name", path.stem)), depth_unit=str(sc.get("depth_unit", "m")),
-            depth_source=str(sc.get("depth_source", "file")), original_photo=original, alpha=alpha,
+            photo=photo,
+            depth=depth,
+            camera=camera,
+            prompt=str(sc.get("prompt", "")),
+            objects=objects,
+            variants=variants,
+            name=str(sc.get("name", path.stem)),
+            depth_unit=str(sc.get("depth_unit", "m")),
+            depth_source=str(sc.get("depth_source", "file")),
+            original_photo=original,
+            alpha=alpha,
             background_depth=bg,
         )
     except ValueError as exc:
@@ -772,8 +784,7 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
         info = rd.get("info") or {}
         if not isinstance(req, dict) or not isinstance(info, dict):
             raise r._err(M, f"renders[{i}]: request and info must be objects")
-        renders.append(RenderRecord(image=img, request=req, info=info, created=str(rd.get("created", "")),
-                                    id=str(rd.get("id") or new_id())))
+        renders.append(RenderRecord(image=img, request=req, info=info, created=str(rd.get("created", "")), id=str(rd.get("id") or new_id())))
 
     thumb = None
     if manifest.get("thumbnail"):
@@ -795,9 +806,15 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
     if not isinstance(settings, dict):
         raise r._err(M, "settings: not an object")
     return Project(
-        scene=scene, renders=renders, settings=settings, caches=caches, thumbnail=thumb,
-        created=manifest.get("created"), modified=manifest.get("modified"),
-        app_version=str(manifest.get("app_version", "")), schema_version=SCHEMA_VERSION,
+        scene=scene,
+        renders=renders,
+        settings=settings,
+        caches=caches,
+        thumbnail=thumb,
+        created=manifest.get("created"),
+        modified=manifest.get("modified"),
+        app_version=str(manifest.get("app_version", "")),
+        schema_version=SCHEMA_VERSION,
     )
 
 

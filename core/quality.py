@@ -99,8 +99,7 @@ def world_edit(layout: WorldLayout, kind: str, seed: int = 0, size: tuple[int, i
         out: dict[str, Transform3D] = {}
         moved: dict[str, tuple[float, float]] = {}
         for o in order[:2]:
-            others = [(p.x + moved.get(p.name, (0, 0))[0], p.z + moved.get(p.name, (0, 0))[1], p.footprint_radius)
-                      for p in objs if p.name != o.name]
+            others = [(p.x + moved.get(p.name, (0, 0))[0], p.z + moved.get(p.name, (0, 0))[1], p.footprint_radius) for p in objs if p.name != o.name]
             mv = _pick_move(o, others, rng)
             if mv is None:
                 return None
@@ -156,6 +155,7 @@ def edit_regions(
 ) -> dict[str, np.ndarray]:
     """The four regions of :data:`REGIONS` (bool (H, W) each, disjoint, covering the image)."""
     shape = src_photo.shape[:2]
+
     def union(masks) -> np.ndarray:
         out = np.zeros(shape, bool)
         for m in masks:
@@ -207,7 +207,4 @@ def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 def region_scores(image: np.ndarray, truth: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
     """Region name -> (PSNR dB, mean SSIM) of ``image`` against ``truth``; NaN for empty regions."""
     smap = ssim_map(image, truth)
-    return {
-        name: (psnr(image, truth, m), float(smap[m].mean()) if m.any() else float("nan"))
-        for name, m in regions.items()
-    }
+    return {name: (psnr(image, truth, m), float(smap[m].mean()) if m.any() else float("nan")) for name, m in regions.items()}

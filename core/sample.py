@@ -26,11 +26,13 @@ from core.world import (  # noqa: F401 - re-exported constants of the stage
     STAGE_TO_CAM,
     SUN_DIR,
     WALL_Z,
-    WorldRender as SampleRender,
     check_size,
     layout_pivots,
     layout_scene,
     render_moved,
+)
+from core.world import (
+    WorldRender as SampleRender,
 )
 
 OBJECT_NAMES = SAMPLE_LAYOUT.names
@@ -63,9 +65,7 @@ def sample_pivots(width: int = 640, height: int = 448, fov_deg: float = 55.0) ->
     return layout_pivots(SAMPLE_LAYOUT, width, height, fov_deg)
 
 
-def render_sample(
-    transforms: dict[str, Transform3D] | None = None, width: int = 640, height: int = 448, fov_deg: float = 55.0
-) -> SampleRender:
+def render_sample(transforms: dict[str, Transform3D] | None = None, width: int = 640, height: int = 448, fov_deg: float = 55.0) -> SampleRender:
     """Render the sample with objects moved: ``transforms`` maps object names to
     :class:`Transform3D` (camera frame, metres) applied about :func:`sample_pivots`; objects not
     named stay in place. Returns the exact photo, depth and masks of the moved scene."""

@@ -316,8 +316,8 @@ def _crease_cosine(normals: np.ndarray, gap: int) -> np.ndarray:
     h, w = normals.shape[:2]
     k = gap
     p = np.pad(normals, ((k, k), (k, k), (0, 0)), mode="edge")
-    cx = np.einsum("ijk,ijk->ij", p[k:k + h, 0:w], p[k:k + h, 2 * k:2 * k + w])
-    cy = np.einsum("ijk,ijk->ij", p[0:h, k:k + w], p[2 * k:2 * k + h, k:k + w])
+    cx = np.einsum("ijk,ijk->ij", p[k : k + h, 0:w], p[k : k + h, 2 * k : 2 * k + w])
+    cy = np.einsum("ijk,ijk->ij", p[0:h, k : k + w], p[2 * k : 2 * k + h, k : k + w])
     return np.minimum(cx, cy)
 
 
@@ -388,10 +388,16 @@ def magic_wand(
         dep = None
     if connectivity not in (4, 8):
         raise SelectionError(f"wand connectivity must be 4 or 8, got {connectivity!r}")
-    for name, v in (("color_tol", color_tol), ("depth_tol", depth_tol),
-                    ("edge_color_tol", edge_color_tol), ("edge_depth_tol", edge_depth_tol),
-                    ("normal_tol", normal_tol), ("crease_color_tol", crease_color_tol),
-                    ("normal_smooth", normal_smooth), ("color_smooth", color_smooth)):
+    for name, v in (
+        ("color_tol", color_tol),
+        ("depth_tol", depth_tol),
+        ("edge_color_tol", edge_color_tol),
+        ("edge_depth_tol", edge_depth_tol),
+        ("normal_tol", normal_tol),
+        ("crease_color_tol", crease_color_tol),
+        ("normal_smooth", normal_smooth),
+        ("color_smooth", color_smooth),
+    ):
         if v is not None and not (np.isfinite(float(v)) and float(v) >= 0):
             raise SelectionError(f"wand {name} must be a number >= 0 or None, got {v!r}")
     if not (isinstance(crease_gap, (int, np.integer)) and crease_gap >= 1):
@@ -434,6 +440,7 @@ def magic_wand(
         labels, _ = ndimage.label(cand, structure=structure)
         region = labels == labels[si, sj]
     else:
+
         def link(a: tuple[slice, slice], b: tuple[slice, slice]) -> np.ndarray:
             ok = cand[a] & cand[b]
             if edge_color_tol is not None:
@@ -456,9 +463,7 @@ def magic_wand(
         else:
             link_d1 = link((s, s), (e, e))  # (i, j) - (i+1, j+1)
             link_d2 = link((s, e), (e, s))  # (i, j+1) - (i+1, j): stored at source (i, j+1)
-            region = _component_graph8(
-                [(link_h, (0, 1)), (link_v, (1, 0)), (link_d1, (1, 1)), (link_d2, (1, -1))], (h, w), (si, sj)
-            )
+            region = _component_graph8([(link_h, (0, 1)), (link_v, (1, 0)), (link_d1, (1, 1)), (link_d2, (1, -1))], (h, w), (si, sj))
         region &= cand
     if fill_holes:
         region = clean(region, max_hole=int(fill_holes))

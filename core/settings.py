@@ -76,7 +76,7 @@ class Settings:
     splitter_state: str = ""
 
     # ----- validation -----
-    def validated(self) -> "Settings":
+    def validated(self) -> Settings:
         """A copy with every out-of-range value replaced by its default (and a warning)."""
         d = Settings()
         out = Settings(**asdict(self))
@@ -106,7 +106,7 @@ class Settings:
         return d
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Settings":
+    def from_dict(cls, data: Any) -> Settings:
         """Build from parsed JSON; unknown keys are ignored, values of the wrong type fall back."""
         s = cls()
         if not isinstance(data, dict):

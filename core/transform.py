@@ -134,18 +134,16 @@ class Transform3D:
 
     # ----- constructors -----
     @classmethod
-    def identity(cls) -> "Transform3D":
+    def identity(cls) -> Transform3D:
         return cls()
 
     @classmethod
-    def from_axis_angle(
-        cls, axis=(0.0, 1.0, 0.0), angle_deg: float = 0.0, translation=(0.0, 0.0, 0.0), scale: float = 1.0
-    ) -> "Transform3D":
+    def from_axis_angle(cls, axis=(0.0, 1.0, 0.0), angle_deg: float = 0.0, translation=(0.0, 0.0, 0.0), scale: float = 1.0) -> Transform3D:
         return cls(translation=translation, rotation=tuple(quat_from_axis_angle(axis, angle_deg)), scale=scale)
 
     # ----- views -----
     @property
-    def R(self) -> np.ndarray:
+    def R(self) -> np.ndarray:  # noqa: N802 - the rotation matrix R
         """3x3 rotation matrix (camera frame)."""
         return quat_to_matrix(self.rotation)
 
@@ -174,19 +172,17 @@ class Transform3D:
 
     def is_identity(self, tol: float = 1e-9) -> bool:
         return (
-            float(np.abs(self.t).max()) <= tol
-            and abs(self.scale - 1.0) <= tol
-            and float(np.abs(np.asarray(self.rotation) - (1.0, 0.0, 0.0, 0.0)).max()) <= tol
+            float(np.abs(self.t).max()) <= tol and abs(self.scale - 1.0) <= tol and float(np.abs(np.asarray(self.rotation) - (1.0, 0.0, 0.0, 0.0)).max()) <= tol
         )
 
     # ----- algebra (same pivot) -----
-    def compose(self, other: "Transform3D") -> "Transform3D":
+    def compose(self, other: Transform3D) -> Transform3D:
         """``self ∘ other``: apply ``other`` first, then ``self`` (both about the same pivot)."""
         q = quat_multiply(self.rotation, other.rotation)
         t = self.t + self.scale * (self.R @ other.t)
         return Transform3D(tuple(t), tuple(q), self.scale * other.scale)
 
-    def inverse(self) -> "Transform3D":
+    def inverse(self) -> Transform3D:
         Rt = self.R.T
         q = np.asarray(self.rotation) * np.array([1.0, -1.0, -1.0, -1.0])
         t = -(Rt @ self.t) / self.scale
@@ -197,7 +193,7 @@ class Transform3D:
         return {"translation": list(self.translation), "rotation": list(self.rotation), "scale": self.scale}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Transform3D":
+    def from_dict(cls, d: dict) -> Transform3D:
         try:
             return cls(
                 translation=tuple(d.get("translation", (0.0, 0.0, 0.0))),

@@ -81,7 +81,7 @@ class OrbitCamera:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_photo(cls, camera: Camera, size: tuple[int, int] | None = None, target_depth: float = 1.0) -> "OrbitCamera":
+    def from_photo(cls, camera: Camera, size: tuple[int, int] | None = None, target_depth: float = 1.0) -> OrbitCamera:
         """A view camera looking exactly through the photo's ``camera`` (eye at the origin, +Z
         forward), orbiting about the point on the optical axis at ``target_depth`` (depth units).
         ``size``: viewport pixels (default: the photo's size)."""
@@ -89,7 +89,7 @@ class OrbitCamera:
         cam.reset_to_photo(camera, target_depth)
         return cam
 
-    def copy(self) -> "OrbitCamera":
+    def copy(self) -> OrbitCamera:
         b = None if self.bounds is None else (self.bounds[0].copy(), self.bounds[1].copy())
         return OrbitCamera(self.target.copy(), self.distance, self.yaw, self.pitch, self.fov_deg, self.size, self.ref_size, b)
 

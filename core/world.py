@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class WorldLayout:
         raise InputError(f"the scene has no object {name!r} (objects: {', '.join(self.names)})")
 
     def caption(self) -> str:
-        """"a red checkered box, a blue beach ball and a green striped cylinder on a tiled floor in
+        """ "a red checkered box, a blue beach ball and a green striped cylinder on a tiled floor in
         front of a wall": objects by kind (box, ball, cylinder), left to right within a kind."""
         order = sorted(self.objects, key=lambda o: (KINDS.index(o.kind), o.x))
         parts = [o.phrase() for o in order]
@@ -216,7 +216,7 @@ STAGE_TO_CAM = _rot_x(PITCH_DEG)
 _CYL_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_mesh(kind: str) -> tuple[np.ndarray, np.ndarray]:
     """(vertices, triangles) of the unit shape of ``kind`` in its local frame, centred."""
     import open3d as o3d  # heavy: only when a scene is rendered
@@ -339,9 +339,7 @@ def render_layout(
         a, b = moves.get(name, (np.eye(3), np.zeros(3)))
         v = verts @ np.asarray(a).T + np.asarray(b)
         poses[name] = (np.asarray(a), np.asarray(b), centre, rot)
-        geo_ids[name] = rs.add_triangles(
-            o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(np.ascontiguousarray(tris, dtype=np.uint32))
-        )
+        geo_ids[name] = rs.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(np.ascontiguousarray(tris, dtype=np.uint32)))
     x, y = cam.pixel_grid()
     f = cam.focal
     dirs = np.stack([(x - cam.cx) / f, (y - cam.cy) / f, np.ones_like(x)], axis=-1).reshape(-1, 3)

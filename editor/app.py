@@ -78,9 +78,11 @@ def _display_problem() -> str | None:
         return None
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         return None
-    return ("no display to open the editor on (DISPLAY and WAYLAND_DISPLAY are unset): run it in a desktop "
-            "session, or under a virtual one with `xvfb-run -a make run`; the command line works without one "
-            "(handles-studio --help)")
+    return (
+        "no display to open the editor on (DISPLAY and WAYLAND_DISPLAY are unset): run it in a desktop "
+        "session, or under a virtual one with `xvfb-run -a make run`; the command line works without one "
+        "(handles-studio --help)"
+    )
 
 
 def run(argv: list[str]) -> int:

@@ -25,7 +25,16 @@ def describe_render(rec) -> str:
         head = "Geometric preview"
     else:
         head = f"{r.get('model', '?')} \u00b7 {r.get('preset', '?')} \u00b7 {r.get('steps', '?')} steps \u00b7 seed {r.get('seed', '?')}"
-    moved = sum(1 for t in (r.get("transforms") or {}).values() if t and (any(abs(v) > 1e-9 for v in t.get("translation", [0, 0, 0])) or abs(t.get("scale", 1.0) - 1) > 1e-9 or abs(t.get("rotation", [1, 0, 0, 0])[0] - 1) > 1e-9))
+    moved = sum(
+        1
+        for t in (r.get("transforms") or {}).values()
+        if t
+        and (
+            any(abs(v) > 1e-9 for v in t.get("translation", [0, 0, 0]))
+            or abs(t.get("scale", 1.0) - 1) > 1e-9
+            or abs(t.get("rotation", [1, 0, 0, 0])[0] - 1) > 1e-9
+        )
+    )
     parts = [head, f"{moved} object(s) moved"]
     if "seconds" in info:
         parts.append(f"{float(info['seconds']):.1f} s")
@@ -79,7 +88,12 @@ class HistoryPanel(QWidget):
         self.export_btn.setToolTip("Save this render as PNG or JPEG")
         self.delete_btn = QPushButton("Delete")
         self.delete_btn.setToolTip("Remove this render from the history")
-        for b, sig in ((self.restore_btn, self.restoreRequested), (self.compare_btn, self.compareRequested), (self.export_btn, self.exportRequested), (self.delete_btn, self.deleteRequested)):
+        for b, sig in (
+            (self.restore_btn, self.restoreRequested),
+            (self.compare_btn, self.compareRequested),
+            (self.export_btn, self.exportRequested),
+            (self.delete_btn, self.deleteRequested),
+        ):
             b.clicked.connect(lambda _c=False, s=sig: self._emit(s))
         side = QVBoxLayout()
         side.addWidget(self.info, 1)

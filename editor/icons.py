@@ -69,7 +69,10 @@ def _draw(name: str, p: QPainter, fg: QColor, accent: QColor) -> None:
         for a in range(0, 360, 45):
             r0, r1 = 2.5, 6.0
             c = P(22, 10)
-            p.drawLine(P(c.x() + r0 * math.cos(math.radians(a)), c.y() + r0 * math.sin(math.radians(a))), P(c.x() + r1 * math.cos(math.radians(a)), c.y() + r1 * math.sin(math.radians(a))))
+            p.drawLine(
+                P(c.x() + r0 * math.cos(math.radians(a)), c.y() + r0 * math.sin(math.radians(a))),
+                P(c.x() + r1 * math.cos(math.radians(a)), c.y() + r1 * math.sin(math.radians(a))),
+            )
     elif name == "segment":
         p.setBrush(Qt.BrushStyle.NoBrush)
         path = QPainterPath(P(8, 20))

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from core import selection as sel
-from core.document import Document, PROJECT_SUFFIX
+from core.document import PROJECT_SUFFIX, Document
 from core.errors import HandlesError, ModelError
 from core.jobs import Cancelled, Error, Finished, Preview, Progress, Queued, RenderRequest
 from core.scene import SceneObject
@@ -130,9 +130,7 @@ class MainWindow(QMainWindow):
         self.persist = persist
         self.settings = settings if settings is not None else (load_settings() if persist else Settings())
         self._custom_renderer = renderer_factory is not None
-        self.renderer_factory = renderer_factory or ModelRendererFactory(
-            self.settings.device, self.settings.precision, self.settings.model_folders
-        )
+        self.renderer_factory = renderer_factory or ModelRendererFactory(self.settings.device, self.settings.precision, self.settings.model_folders)
         doc = document or sample_document()
         if document is None:
             doc.render_settings.update(self._default_render_settings(doc.scene))
@@ -220,7 +218,9 @@ class MainWindow(QMainWindow):
         label = QLabel(title)
         label.setObjectName("paneTitle")
         label.setContentsMargins(10, 4, 10, 4)
-        label.setStyleSheet("QLabel#paneTitle { font-weight: 600; color: palette(window-text); background: palette(window); border-bottom: 1px solid palette(mid); }")
+        label.setStyleSheet(
+            "QLabel#paneTitle { font-weight: 600; color: palette(window-text); background: palette(window); border-bottom: 1px solid palette(mid); }"
+        )
         lay.addWidget(label)
         lay.addWidget(widget, 1)
         return box
@@ -253,7 +253,11 @@ class MainWindow(QMainWindow):
         d = QDockWidget(title, self)
         d.setObjectName(f"{title.lower()}Dock")
         d.setWidget(widget)
-        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        d.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
         self.addDockWidget(area, d)
         return d
 
@@ -292,7 +296,12 @@ class MainWindow(QMainWindow):
         A("export_image", "Edited &Image (PNG/JPEG)\u2026", self.export_image_dialog, "Ctrl+E", "Export the edited image")
         A("export_depth", "Edited &Depth (EXR/PNG16)\u2026", self.export_depth_dialog, tip="Export the edited depth map")
         A("export_ply", "&Point Cloud (PLY)\u2026", self.export_ply_dialog, tip="Export the edited point cloud")
-        A("export_transforms", "&transforms.json (Diffusion Handles)\u2026", self.export_transforms_dialog, tip="Export the object transforms in the Diffusion Handles format")
+        A(
+            "export_transforms",
+            "&transforms.json (Diffusion Handles)\u2026",
+            self.export_transforms_dialog,
+            tip="Export the object transforms in the Diffusion Handles format",
+        )
         A("quit", "&Quit", self.close, K.Quit)
         # edit
         undo = self.undo_stack.createUndoAction(self, "&Undo")
@@ -351,7 +360,14 @@ class MainWindow(QMainWindow):
         self.actions_by_name["gizmo_move"].setChecked(True)
         for name in ("move", "rotate", "scale"):
             self.actions_by_name[f"gizmo_{name}"].setIcon(make_icon(name, self.palette()))
-        A("gizmo_frame", "Gizmo in &Camera Frame", lambda on: self.view3d.set_frame("camera" if on else "local"), "X", "Toggle the gizmo axes between the object's and the camera's", checkable=True)
+        A(
+            "gizmo_frame",
+            "Gizmo in &Camera Frame",
+            lambda on: self.view3d.set_frame("camera" if on else "local"),
+            "X",
+            "Toggle the gizmo axes between the object's and the camera's",
+            checkable=True,
+        )
         # selection ops
         A("feather", "&Feather\u2026", lambda: self.mask_op("feather"), "Shift+F6", "Soften the selected object's mask edge")
         A("grow", "&Grow\u2026", lambda: self.mask_op("grow"), tip="Grow the selected object's mask")
@@ -361,7 +377,9 @@ class MainWindow(QMainWindow):
         A("reset_view", "&Reset 3D View to Photo", self.view3d.reset_camera, "Home", "Look through the photo's camera")
         A("fit_photo", "Fit &Photo", self.photo.fit, "Ctrl+0")
         A("zoom_100", "Photo at &100%", self.photo.zoom_100, "Ctrl+1")
-        A("compare", "&Compare Before/After", self.set_compare, "C", "Compare the original photo with the edit (drag the divider)", checkable=True).setIcon(make_icon("compare", self.palette()))
+        A("compare", "&Compare Before/After", self.set_compare, "C", "Compare the original photo with the edit (drag the divider)", checkable=True).setIcon(
+            make_icon("compare", self.palette())
+        )
         self.actions_by_name["frame"].setIcon(make_icon("frame", self.palette()))
         A("show_masks", "Show &Masks", lambda on: self._photo_option("show_masks", on), "Ctrl+H", checkable=True).setChecked(True)
         A("show_hole", "Show &Uncovered Area", lambda on: self._photo_option("show_hole", on), "Ctrl+Shift+H", checkable=True).setChecked(True)
@@ -371,9 +389,15 @@ class MainWindow(QMainWindow):
         A("render", "&Render", self.request_render, "Ctrl+Return", "Render the edit", icon=SP.SP_MediaPlay)
         self.actions_by_name["render"].setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
         A("cancel", "&Cancel Render", self.cancel, "Esc", "Cancel the render (or the drag in progress)", icon=SP.SP_MediaStop)
-        A("free_memory", "&Free Model Memory", self.free_model_memory,
-          tip="Unload the diffusion, depth and segmentation models; they load again when next needed")
-        A("auto_render", "&Auto-render After Drags", self._set_auto_render, tip="Render each time a drag ends", checkable=True).setChecked(self.settings.auto_render)
+        A(
+            "free_memory",
+            "&Free Model Memory",
+            self.free_model_memory,
+            tip="Unload the diffusion, depth and segmentation models; they load again when next needed",
+        )
+        A("auto_render", "&Auto-render After Drags", self._set_auto_render, tip="Render each time a drag ends", checkable=True).setChecked(
+            self.settings.auto_render
+        )
         # help
         A("about", "&About Handles Studio", self.about)
         A("shortcuts", "&Keyboard Shortcuts", self.show_shortcuts, K.HelpContents)
@@ -917,9 +941,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001
             self._segment_hint = f"Click-to-segment is off: {one_line(exc)}"
         self._segmenter_cache = name
-        self.actions_by_name["tool_segment"].setToolTip(
-            "Click-to-segment with SAM (S)" if name else f"{self._segment_hint} (S)"
-        )
+        self.actions_by_name["tool_segment"].setToolTip("Click-to-segment with SAM (S)" if name else f"{self._segment_hint} (S)")
         return name
 
     def _on_segment_click(self, x: float, y: float, label: int) -> None:
@@ -1165,7 +1187,13 @@ class MainWindow(QMainWindow):
         self.photo.set_image(rec.image)
         self.photo.set_hole(None)
         geometric = (rec.info or {}).get("geometric")
-        label = f"Render #{idx}" + (" \u2014 geometric preview (no diffusion model)" if geometric and (rec.info or {}).get("model_missing") else " \u2014 geometric preview" if geometric else "")
+        label = f"Render #{idx}" + (
+            " \u2014 geometric preview (no diffusion model)"
+            if geometric and (rec.info or {}).get("model_missing")
+            else " \u2014 geometric preview"
+            if geometric
+            else ""
+        )
         self.photo.set_caption(label)
         self._display = render_id
 
@@ -1316,7 +1344,9 @@ class MainWindow(QMainWindow):
         box.setWindowTitle("Depth needed")
         box.setIcon(QMessageBox.Icon.Question)
         box.setText(f"No depth model is on disk to estimate the depth of \u201c{path.name}\u201d.")
-        box.setInformativeText("Choose a depth map for it (EXR, 16-bit PNG, TIFF or .npy), or open the sample scene. Edit \u2192 Models shows how to fetch a depth model.")
+        box.setInformativeText(
+            "Choose a depth map for it (EXR, 16-bit PNG, TIFF or .npy), or open the sample scene. Edit \u2192 Models shows how to fetch a depth model."
+        )
         pick = box.addButton("Choose Depth File\u2026", QMessageBox.ButtonRole.AcceptRole)
         sample = box.addButton("Open Sample Scene", QMessageBox.ButtonRole.ActionRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
@@ -1424,7 +1454,12 @@ class MainWindow(QMainWindow):
         self._export("Export render", "PNG image (*.png);;JPEG image (*.jpg *.jpeg)", "-render.png", lambda p: files.export_image(p, img))
 
     def export_depth_dialog(self) -> None:
-        self._export("Export edited depth", "OpenEXR (*.exr);;16-bit PNG (*.png);;NumPy (*.npy)", "-depth.exr", lambda p: files.export_depth(p, files.edited_depth(self.scene)))
+        self._export(
+            "Export edited depth",
+            "OpenEXR (*.exr);;16-bit PNG (*.png);;NumPy (*.npy)",
+            "-depth.exr",
+            lambda p: files.export_depth(p, files.edited_depth(self.scene)),
+        )
 
     def export_ply_dialog(self) -> None:
         self._export("Export point cloud", "PLY point cloud (*.ply)", ".ply", lambda p: files.export_ply(p, self.scene))
@@ -1503,8 +1538,7 @@ class MainWindow(QMainWindow):
             free_memory()
             return count
 
-        return self.run_task("free memory", run,
-                             lambda n: self.statusBar().showMessage(f"Freed {n} loaded model(s); they load again when needed", 6000))
+        return self.run_task("free memory", run, lambda n: self.statusBar().showMessage(f"Freed {n} loaded model(s); they load again when needed", 6000))
 
     def settings_dialog(self) -> None:
         from editor.dialogs import SettingsDialog
@@ -1542,8 +1576,7 @@ class MainWindow(QMainWindow):
         QMessageBox.about(
             self,
             f"About {APP_TITLE}",
-            f"<b>{APP_TITLE}</b> {core.__version__}<br>Move objects in a photo in 3D and re-render it with "
-            "Diffusion Handles (Pandey et al., CVPR 2024).",
+            f"<b>{APP_TITLE}</b> {core.__version__}<br>Move objects in a photo in 3D and re-render it with Diffusion Handles (Pandey et al., CVPR 2024).",
         )
 
     def shortcut_table(self) -> list[tuple[str, str]]:

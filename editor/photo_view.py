@@ -118,7 +118,7 @@ class _Img:
         self.qimage = QImage(array.data, w, h, array.strides[0], fmt)
 
     @classmethod
-    def rgb(cls, img: np.ndarray) -> "_Img":
+    def rgb(cls, img: np.ndarray) -> _Img:
         a = np.asarray(img)
         if a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=2)
@@ -135,7 +135,7 @@ class _Img:
         return cls(a, QImage.Format.Format_RGB888)
 
     @classmethod
-    def argb(cls, h: int, w: int) -> "_Img":
+    def argb(cls, h: int, w: int) -> _Img:
         return cls(np.zeros((h, w, 4), dtype=np.uint8), QImage.Format.Format_ARGB32_Premultiplied)
 
 
@@ -492,8 +492,11 @@ class PhotoView(QWidget):
                 p.setBrush(c)
                 p.drawEllipse(self.map_from_image(x, y), 5.0, 5.0)
             p.setBrush(Qt.BrushStyle.NoBrush)
-        if self._tool in ("brush", "eraser") and self._mouse is not None and self.underMouse() or (
-            self._tool in ("brush", "eraser") and self._gesture == "stroke" and self._mouse is not None
+        if (
+            self._tool in ("brush", "eraser")
+            and self._mouse is not None
+            and self.underMouse()
+            or (self._tool in ("brush", "eraser") and self._gesture == "stroke" and self._mouse is not None)
         ):
             rad = max(float(self._options["brush_size"]) * 0.5 * self._zoom, 1.0)
             for pen in (dark, light):
@@ -578,9 +581,7 @@ class PhotoView(QWidget):
         if self._gesture is not None:
             event.accept()
             return
-        if btn == Qt.MouseButton.MiddleButton or (
-            btn == Qt.MouseButton.LeftButton and (self._space or self._tool == "none")
-        ):
+        if btn == Qt.MouseButton.MiddleButton or (btn == Qt.MouseButton.LeftButton and (self._space or self._tool == "none")):
             self._gesture = "pan"
             self._pan_origin = QPointF(self._offset)
             self._update_cursor()
@@ -690,11 +691,7 @@ class PhotoView(QWidget):
             return
         # The first click of a double click was already handled as a press; a second wand, segment,
         # rectangle or lasso gesture at the same spot would only duplicate it (and its undo step).
-        if (
-            self._tool in ("brush", "eraser", "none")
-            or self._space
-            or event.button() == Qt.MouseButton.MiddleButton
-        ):
+        if self._tool in ("brush", "eraser", "none") or self._space or event.button() == Qt.MouseButton.MiddleButton:
             self.mousePressEvent(event)
         else:
             event.accept()

@@ -116,9 +116,11 @@ class RenderPanel(QWidget):
         self.seed.setObjectName("seed")
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setKeyboardTracking(False)
-        self.seed.setToolTip("Random seed: the noise the edited region starts from (default, fast, draft), so it decides "
-                             "what the photo does not, such as the uncovered background; the rest of the photo stays as it is. "
-                             "The same seed and settings give the same render")
+        self.seed.setToolTip(
+            "Random seed: the noise the edited region starts from (default, fast, draft), so it decides "
+            "what the photo does not, such as the uncovered background; the rest of the photo stays as it is. "
+            "The same seed and settings give the same render"
+        )
         self.seed.valueChanged.connect(lambda v: self._setting("seed", int(v)))
         self.dice = QToolButton()
         self.dice.setText("\u2684")

@@ -56,7 +56,7 @@ class _Command(QUndoCommand):
         """Bytes of array data this command holds (counted against the history's budget)."""
         return 0
 
-    def clone(self) -> "_Command":  # pragma: no cover - abstract
+    def clone(self) -> _Command:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -279,7 +279,7 @@ class PromptCommand(_Command):
 
     merge_key = "prompt"
 
-    def absorb(self, other: "PromptCommand") -> None:
+    def absorb(self, other: PromptCommand) -> None:
         self.new = other.new
 
     def apply_redo(self) -> None:
@@ -298,7 +298,14 @@ class SettingCommand(_Command):
     Consecutive changes of the same setting (a slider being dragged) merge into one step.
     """
 
-    LABELS = {"steps": "steps", "seed": "seed", "preset": "quality", "model": "model", "foreground": "foreground preservation", "background": "background preservation"}
+    LABELS = {
+        "steps": "steps",
+        "seed": "seed",
+        "preset": "quality",
+        "model": "model",
+        "foreground": "foreground preservation",
+        "background": "background preservation",
+    }
 
     def __init__(self, model, key: str, old, new, applied: bool = False):
         super().__init__(model, f"Change {self.LABELS.get(key, key)}", applied)
@@ -308,7 +315,7 @@ class SettingCommand(_Command):
     def merge_key(self) -> str:
         return f"setting:{self.key}"
 
-    def absorb(self, other: "SettingCommand") -> None:
+    def absorb(self, other: SettingCommand) -> None:
         self.new = other.new
 
     def apply_redo(self) -> None:

@@ -21,13 +21,14 @@ import itertools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from core.errors import HandlesError, ModelError, RenderCancelled
-from core.jobs import CancelToken, Cancelled, Error, Finished, Progress, Queued, RenderRequest
+from core.jobs import Cancelled, CancelToken, Error, Finished, Progress, Queued, RenderRequest
 from core.render import GeometricRenderer
 
 RendererFactory = Callable[[RenderRequest], Any]
@@ -113,7 +114,7 @@ class ModelRendererFactory:
 
 
 class _Thread(QThread):
-    def __init__(self, worker: "RenderWorker") -> None:
+    def __init__(self, worker: RenderWorker) -> None:
         super().__init__()
         self._worker = worker
         self.setObjectName("render-worker")
@@ -149,8 +150,7 @@ class RenderWorker(QObject):
         ``caches`` are the project's stored blobs: a stored identity of this photo is reused, and a
         newly computed one comes back in ``Finished.blobs`` for the project to keep.
         """
-        job = _Job(id=next(self._ids), token=CancelToken(), request=request, scene=scene, name="render",
-                   caches=dict(caches or {}))
+        job = _Job(id=next(self._ids), token=CancelToken(), request=request, scene=scene, name="render", caches=dict(caches or {}))
         self._enqueue(job)
         self.event.emit(job.id, Queued(request))
         return job.id

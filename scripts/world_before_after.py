@@ -28,18 +28,24 @@ def main(out: Path) -> int:
     scene = sample_scene()
     photo = scene.photo.copy()
     # the box slides 0.8 m to the right along the floor and turns by 40 degrees
-    tr = Transform3D.from_axis_angle(tuple(STAGE_TO_CAM @ np.array([0.0, -1.0, 0.0])), 40.0,
-                                     translation=tuple(STAGE_TO_CAM @ np.array([0.8, 0.0, -0.3])))
+    tr = Transform3D.from_axis_angle(tuple(STAGE_TO_CAM @ np.array([0.0, -1.0, 0.0])), 40.0, translation=tuple(STAGE_TO_CAM @ np.array([0.8, 0.0, -0.3])))
     scene.object("box").transform = tr
     preview = render_preview(scene).image
-    req = RenderRequest(scene_id=scene.content_id(), transforms={"box": tr.to_dict()}, prompt=scene.prompt,
-                        steps=25, preset="default", model="world", resolution=256, device="cpu")
+    req = RenderRequest(
+        scene_id=scene.content_id(),
+        transforms={"box": tr.to_dict()},
+        prompt=scene.prompt,
+        steps=25,
+        preset="default",
+        model="world",
+        resolution=256,
+        device="cpu",
+    )
     t0 = time.monotonic()
     rendered = DiffusionHandlesRenderer("world", device="cpu").render(scene, req)
     secs = time.monotonic() - t0
     truth = render_sample({"box": tr}).photo
-    tiles = [("photo", photo), ("geometric preview", preview), (f"Diffusion Handles, world model ({secs:.0f} s)", rendered),
-             ("ground truth", truth)]
+    tiles = [("photo", photo), ("geometric preview", preview), (f"Diffusion Handles, world model ({secs:.0f} s)", rendered), ("ground truth", truth)]
     w, h = photo.shape[1], photo.shape[0]
     sheet = Image.new("RGB", (2 * w, 2 * h + 2 * 22), "white")
     draw = ImageDraw.Draw(sheet)

@@ -59,11 +59,7 @@ def _uses_open3d_visualization(source: str) -> bool:
 
 def test_core_never_uses_open3d_visualization():
     # import-linter cannot forbid a subpackage of an external package, so read the code (not the prose).
-    offenders = [
-        str(p.relative_to(REPO))
-        for p in (REPO / "core").rglob("*.py")
-        if _uses_open3d_visualization(p.read_text(encoding="utf-8"))
-    ]
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "core").rglob("*.py") if _uses_open3d_visualization(p.read_text(encoding="utf-8"))]
     assert not offenders, f"core draws with Open3D (only geometry is allowed there): {offenders}"
 
 

@@ -59,7 +59,7 @@ class Config:
     vae_kl: float = 1e-6
     # unet + text encoder
     unet_channels: tuple[int, ...] = (32, 64, 128, 128)
-    unet_steps: int = 1700
+    unet_steps: int = 2600
     unet_batch: int = 16
     unet_lr: float = 8e-4
     warmup: int = 100
@@ -70,7 +70,7 @@ class Config:
     text_layers: int = 2
     # bookkeeping
     ckpt_every: int = 100
-    eval_scenes: int = 24
+    eval_scenes: int = 48
     eval_steps: int = 25
     eval_guidance: float = 7.5
 
@@ -105,8 +105,11 @@ class Bar:
         left = rate * (self.total - done)
         width = 30
         fill = int(width * done / self.total)
-        print(f"{self.name} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} loss {self.loss:.4f} "
-              f"{rate:.2f} s/step, {int(left // 60)}:{int(left % 60):02d} left", flush=True)
+        print(
+            f"{self.name} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} loss {self.loss:.4f} "
+            f"{rate:.2f} s/step, {int(left // 60)}:{int(left % 60):02d} left",
+            flush=True,
+        )
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -355,10 +358,17 @@ def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray,
     bar = Bar("unet", cfg.unet_steps, start)
     unet.train()
     text.train()
+
     def checkpoint(done: int) -> None:
         atomic_save(
-            {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
-             "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": done},
+            {
+                "unet": unet.state_dict(),
+                "text": text.state_dict(),
+                "ema_unet": ema_u.state_dict(),
+                "ema_text": ema_t.state_dict(),
+                "opt": opt.state_dict(),
+                "step": done,
+            },
             ck,
         )
 

@@ -180,7 +180,7 @@ def build_cloud(scene: Scene, point_budget: int | None = DEFAULT_POINT_BUDGET) -
             voxel *= math.sqrt(n / point_budget) * 1.05
         spacing = voxel / footprint
         new_parts = []
-        for (key, dp, dc), (_k, _p, _c, px) in zip(down, parts):
+        for (key, dp, dc), (_k, _p, _c, _px) in zip(down, parts):
             if key == BACKGROUND or key == FILL:
                 x, y, _z = scene.camera.project(dp)
                 pix = np.stack([np.clip(np.floor(y), 0, h - 1), np.clip(np.floor(x), 0, w - 1)], axis=1)

@@ -213,7 +213,7 @@ class PointCloudView(QOpenGLWidget):
         return self._mode
 
     def set_gizmo_mode(self, mode: str) -> None:
-        """"move", "rotate" or "scale"."""
+        """ "move", "rotate" or "scale"."""
         if mode not in gz.MODES:
             raise ValueError(f"gizmo mode must be one of {', '.join(gz.MODES)}, got {mode!r}")
         if mode != self._mode:

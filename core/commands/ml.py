@@ -103,7 +103,7 @@ def _models_list(args) -> int:
 
 
 def _models_download(args) -> int:
-    from core.ml.store import download, format_size, folder_size
+    from core.ml.store import download, folder_size, format_size
 
     t0 = time.monotonic()
     folder = download(args.name, cache_dir=args.cache_dir)
@@ -112,7 +112,7 @@ def _models_download(args) -> int:
 
 
 def _models_check(args) -> int:
-    from core.ml.store import detect_role, find_model, format_size, folder_size
+    from core.ml.store import detect_role, find_model, folder_size, format_size
 
     folder = find_model(args.model, role=args.role, extra_dirs=args.model_dir)
     print(f"ok: {detect_role(folder)} model at {folder} ({format_size(folder_size(folder))})")

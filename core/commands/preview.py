@@ -114,16 +114,21 @@ def add_edit_arguments(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("source", metavar="P.handles|DIR", help="project file or Diffusion Handles scene folder")
     p.add_argument("--variant", action=_Edit, default=None, metavar="NAME", help=f"{verb} a stored variant (named edit)")
     p.add_argument("--object", default=None, metavar="NAME", help="object the transform applies to (default: the only object)")
-    p.add_argument("--translate", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
-                   help="translation in depth units, in --frame")
-    p.add_argument("--rotate-axis", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3),
-                   help="rotation axis in --frame (any length; default 0 1 0)")
-    p.add_argument("--rotate-deg", action=_Edit, default=None, type=float, metavar="A",
-                   help="rotation angle in degrees, right-handed, about the object's centroid")
+    p.add_argument("--translate", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3), help="translation in depth units, in --frame")
+    p.add_argument(
+        "--rotate-axis", action=_Edit, default=None, metavar=("X", "Y", "Z"), **_floats(3), help="rotation axis in --frame (any length; default 0 1 0)"
+    )
+    p.add_argument(
+        "--rotate-deg", action=_Edit, default=None, type=float, metavar="A", help="rotation angle in degrees, right-handed, about the object's centroid"
+    )
     p.add_argument("--scale", action=_Edit, default=None, type=float, metavar="S", help="uniform scale about the centroid")
-    p.add_argument("--frame", choices=("dh", "camera"), default=None,
-                   help="frame of --translate/--rotate-axis: dh (+X left, +Y up, +Z forward; default for scene "
-                   "folders) or camera (+X right, +Y down, +Z forward; default for projects)")
+    p.add_argument(
+        "--frame",
+        choices=("dh", "camera"),
+        default=None,
+        help="frame of --translate/--rotate-axis: dh (+X left, +Y up, +Z forward; default for scene "
+        "folders) or camera (+X right, +Y down, +Z forward; default for projects)",
+    )
 
 
 def cmd_preview(args) -> int:
@@ -163,14 +168,15 @@ def _floats(n: int):
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "preview", help="write the geometric preview of a moved object",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "preview",
+        help="write the geometric preview of a moved object",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_edit_arguments(p, "preview")
     p.add_argument("-o", "--output", required=True, metavar="out.png", help="preview image to write")
     p.add_argument("--depth-out", default=None, metavar="depth.npy", help="write the edited depth (float32, depth units)")
     p.add_argument("--hole-out", default=None, metavar="hole.png", help="write the hole mask (255 = uncovered background)")
-    p.add_argument("--long-side", type=int, default=None, metavar="N",
-                   help="working resolution for a scene folder (default 512)")
+    p.add_argument("--long-side", type=int, default=None, metavar="N", help="working resolution for a scene folder (default 512)")
     p.add_argument("--repair-depth", action="store_true", help="fill invalid depth values of a scene folder")
     p.set_defaults(func=cmd_preview)

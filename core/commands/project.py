@@ -139,18 +139,26 @@ def cmd_info(args) -> int:
 
 # ----------------------------------------------------------------------------- registration
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="write the built-in sample scene as a project",
-                              description="Render the built-in 3D sample scene (box, sphere, cylinder) and save it as a project.")
+    p = subparsers.add_parser(
+        "sample",
+        help="write the built-in sample scene as a project",
+        description="Render the built-in 3D sample scene (box, sphere, cylinder) and save it as a project.",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT.handles", help="project file to write")
     p.add_argument("--width", type=int, default=640, help="image width in pixels (multiple of 64; default 640)")
     p.add_argument("--height", type=int, default=448, help="image height in pixels (multiple of 64; default 448)")
-    p.add_argument("--world-seed", type=int, default=None, metavar="N",
-                   help="instead of the sample, a random scene of its procedural world (seeds from 1000000 on were never "
-                        "used to train the world model)")
+    p.add_argument(
+        "--world-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of the sample, a random scene of its procedural world (seeds from 1000000 on were never used to train the world model)",
+    )
     p.set_defaults(func=cmd_sample)
 
     p = subparsers.add_parser(
-        "import-scene", help="convert a Diffusion Handles scene folder into a project",
+        "import-scene",
+        help="convert a Diffusion Handles scene folder into a project",
         description="Read a Diffusion Handles scene folder (input.png, mask.png, depth.exr, optional bg_depth.exr, "
         "prompt.txt, transforms.json) into a project: one object named 'object', every named edit a variant "
         "(converted from the DH frame, +X left, +Y up, +Z forward, to the camera frame).",
@@ -162,7 +170,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_import_scene)
 
     p = subparsers.add_parser(
-        "export-transforms", help="write a project's variants as a Diffusion Handles transforms.json",
+        "export-transforms",
+        help="write a project's variants as a Diffusion Handles transforms.json",
         description="Write every variant of one object as a named edit of a Diffusion Handles transforms.json "
         "(DH frame, axis-angle in degrees); a project without variants gives its current transform as 'edit_000'.",
     )
@@ -171,9 +180,11 @@ def register(subparsers) -> None:
     p.add_argument("--object", default=None, metavar="NAME", help="object to export (default: the first object)")
     p.set_defaults(func=cmd_export_transforms)
 
-    p = subparsers.add_parser("info", help="describe a project or scene folder",
-                              description="Print a project's (or scene folder's) size, depth range, camera, "
-                              "objects with transforms, variants, render count and file size.")
+    p = subparsers.add_parser(
+        "info",
+        help="describe a project or scene folder",
+        description="Print a project's (or scene folder's) size, depth range, camera, objects with transforms, variants, render count and file size.",
+    )
     p.add_argument("project", metavar="P.handles", help="project file (or scene folder)")
     p.set_defaults(func=cmd_info)
 

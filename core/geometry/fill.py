@@ -38,8 +38,8 @@ import scipy.sparse.linalg as spl
 
 from core.errors import InputError
 
-_SCENE_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-_COMPONENT_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_SCENE_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_COMPONENT_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _SCENE_CACHE_SIZE = 8
 _COMPONENT_CACHE_SIZE = 128
 
@@ -85,9 +85,7 @@ def fill_region(masks, shape: tuple[int, int], dilate: int | None = None) -> np.
     return region
 
 
-def _solve_component(
-    values: np.ndarray, guide: np.ndarray | None, ys: np.ndarray, xs: np.ndarray, region: np.ndarray
-) -> np.ndarray:
+def _solve_component(values: np.ndarray, guide: np.ndarray | None, ys: np.ndarray, xs: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Solve the (guided) Laplace equation on one connected component; returns (N,) float64."""
     h, w = values.shape
     n = len(ys)

@@ -48,10 +48,7 @@ def check_depth(depth: np.ndarray, what: str = "depth") -> None:
     n = int(np.count_nonzero(bad))
     if n:
         i, j = np.unravel_index(int(np.argmax(bad)), d.shape)
-        raise InputError(
-            f"{what} has {n} invalid values (NaN, infinite, zero or negative), first at row {i}, column {j}: "
-            "repair the depth map before warping"
-        )
+        raise InputError(f"{what} has {n} invalid values (NaN, infinite, zero or negative), first at row {i}, column {j}: repair the depth map before warping")
 
 
 def object_index_map(scene) -> np.ndarray:

@@ -113,7 +113,7 @@ class _Static:
     near: float  # near plane (depth units): points closer than this are dropped
 
 
-_STATIC_CACHE: "OrderedDict[tuple, _Static]" = OrderedDict()
+_STATIC_CACHE: OrderedDict[tuple, _Static] = OrderedDict()
 _STATIC_CACHE_SIZE = 4
 
 
@@ -169,9 +169,7 @@ def _object_state(k: int, index_map: np.ndarray, depth: np.ndarray, camera, pivo
     rows, cols = np.nonzero(owner_full)
     if len(rows) == 0:
         empty3 = np.zeros((3, 0))
-        return _ObjectState(
-            k, rows.astype(np.int32), cols.astype(np.int32), empty3, (empty3, empty3), (empty3, empty3), np.zeros(0, bool), pivot
-        )
+        return _ObjectState(k, rows.astype(np.int32), cols.astype(np.int32), empty3, (empty3, empty3), (empty3, empty3), np.zeros(0, bool), pivot)
     r0, r1 = rows.min(), rows.max() + 1
     c0, c1 = cols.min(), cols.max() + 1
     owner = owner_full[r0:r1, c0:c1]
@@ -215,9 +213,7 @@ def _static(scene) -> _Static:
     check_depth(scene.depth)
     shape = scene.depth.shape
     index_map = object_index_map(scene)
-    objects = [
-        _object_state(k, index_map, scene.depth, scene.camera, scene.pivot(obj)) for k, obj in enumerate(scene.objects)
-    ]
+    objects = [_object_state(k, index_map, scene.depth, scene.camera, scene.pivot(obj)) for k, obj in enumerate(scene.objects)]
     fill = background_depth(scene)
     region = fill_region([o.mask for o in scene.objects], shape)
     fill_far = np.array(scene.depth, dtype=np.float32, copy=True)
@@ -373,9 +369,7 @@ def _footprints(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=None) -
     dyq = (qy + 0.5 - ty[gi]).astype(np.float32)
     u = i00 * dxq + i01 * dyq
     v = i10 * dxq + i11 * dyq
-    acc = np.nonzero(
-        (u >= np.float32(ulo)) & (u <= np.float32(uhi)) & (v >= np.float32(vlo)) & (v <= np.float32(vhi))
-    )[0]
+    acc = np.nonzero((u >= np.float32(ulo)) & (u <= np.float32(uhi)) & (v >= np.float32(vlo)) & (v <= np.float32(vhi)))[0]
     u = u[acc]
     v = v[acc]
     gi = gi[acc]
@@ -453,7 +447,14 @@ def plan(scene) -> WarpPlan:
         for f_ in flows:
             f_.visible = target_object[f_.src_rows, f_.src_cols] == f_.index
         return WarpPlan(
-            (h, w), edited, bg.copy(), np.zeros((h, w), bool), target_object, src_x, src_y, flows,
+            (h, w),
+            edited,
+            bg.copy(),
+            np.zeros((h, w), bool),
+            target_object,
+            src_x,
+            src_y,
+            flows,
             np.zeros((h, w), bool),
             extras={"removed": removed, "source_object": st.object_index, "moved": [], "hidden": [], "jacobian": {}},
         )
@@ -542,7 +543,15 @@ def plan(scene) -> WarpPlan:
             flows.append(f_)
 
     return WarpPlan(
-        (h, w), edited, bg.copy(), hole, target_object, src_x, src_y, flows, changed,
+        (h, w),
+        edited,
+        bg.copy(),
+        hole,
+        target_object,
+        src_x,
+        src_y,
+        flows,
+        changed,
         extras={
             "removed": removed,
             "source_object": st.object_index,

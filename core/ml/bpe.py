@@ -81,8 +81,7 @@ def learn_merges(corpus: list[str], max_merges: int = 2000) -> list[tuple[str, s
     return merges
 
 
-def write_clip_tokenizer(folder: str | Path, corpus: list[str] | None = None, max_length: int = 77,
-                         merges: list[tuple[str, str]] | None = None) -> int:
+def write_clip_tokenizer(folder: str | Path, corpus: list[str] | None = None, max_length: int = 77, merges: list[tuple[str, str]] | None = None) -> int:
     """Write a CLIP tokenizer (learnt from ``corpus``, or with the given ``merges``) to ``folder``
     (created). Returns the vocabulary size (bytes, bytes + ``</w>``, merges, BOS, EOS: the last
     two ids are BOS and EOS)."""

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -161,8 +161,7 @@ class DepthEstimator:
     def _load(self):
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-        return load_pretrained_pair(self.path, self.device_info, AutoImageProcessor, AutoModelForDepthEstimation,
-                                    "depth model")
+        return load_pretrained_pair(self.path, self.device_info, AutoImageProcessor, AutoModelForDepthEstimation, "depth model")
 
     def unload(self) -> None:
         """Drop this model from the cache and free its memory."""

@@ -23,8 +23,9 @@ import gc
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from core.errors import InputError, ModelError
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -149,9 +149,9 @@ class Segmenter:
                 kwargs["input_boxes"] = xyxy[None, None].to(dev, dtype=dtype)
             with torch.inference_mode():
                 out = model(**kwargs)
-            masks = processor.image_processor.post_process_masks(
-                out.pred_masks.float().cpu(), original_sizes, reshaped_sizes, binarize=True
-            )[0]  # (prompts, candidates, H, W)
+            masks = processor.image_processor.post_process_masks(out.pred_masks.float().cpu(), original_sizes, reshaped_sizes, binarize=True)[
+                0
+            ]  # (prompts, candidates, H, W)
             scores = out.iou_scores.float().cpu()[0]  # (prompts, candidates)
         best = int(torch.argmax(scores[0]))
         mask = masks[0, best].numpy().astype(bool)

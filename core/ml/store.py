@@ -31,9 +31,9 @@ import re
 import socket
 import threading
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 from urllib.parse import urlparse
 
 from core.errors import ModelError
@@ -397,9 +397,7 @@ def check_model_folder(folder: str | os.PathLike, role: str | None = None, entry
     if role is None:
         role = entry.role if entry else found
     if role is None:
-        raise ModelError(
-            f"{folder} is not a model folder: expected model_index.json (a diffusers pipeline) or config.json (a transformers model){hint}"
-        )
+        raise ModelError(f"{folder} is not a model folder: expected model_index.json (a diffusers pipeline) or config.json (a transformers model){hint}")
     if role not in ROLES:
         raise ModelError(f"unknown model role {role!r}: expected one of {', '.join(ROLES)}")
     if found is not None and found != role:
@@ -469,19 +467,14 @@ def _check_contents(folder: Path, role: str) -> None:
 def _looks_like_path(text: str) -> bool:
     """A folder rather than a name: absolute, relative with ./ or ~, a drive letter, or existing."""
     return (
-        text.startswith(("/", "~", ".", "\\"))
-        or "\\" in text
-        or (len(text) > 1 and text[1] == ":")
-        or text.count("/") > 1
-        or Path(text).expanduser().is_dir()
+        text.startswith(("/", "~", ".", "\\")) or "\\" in text or (len(text) > 1 and text[1] == ":") or text.count("/") > 1 or Path(text).expanduser().is_dir()
     )
 
 
 def _missing_message(entry: CatalogEntry, dirs: Sequence[Path]) -> str:
     where = ", ".join(str(d) for d in dirs)
     if entry.bundled_path is not None:
-        return (f"model '{entry.name}' ships with Handles Studio but {entry.bundled_path} is missing or incomplete; "
-                f"restore it with: {entry.fetch_command}")
+        return f"model '{entry.name}' ships with Handles Studio but {entry.bundled_path} is missing or incomplete; restore it with: {entry.fetch_command}"
     return (
         f"model '{entry.name}' ({entry.repo}, {entry.role}, about {entry.size_text}) is not on disk; "
         f"fetch it with: {entry.fetch_command}  (searched: {where}; or give a model folder with --model PATH)"
@@ -548,9 +541,7 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
                 for snap in _snapshot_candidates(repo_dir, "main"):
                     check_model_folder(snap, role)
                     return snap
-        raise ModelError(
-            f"model '{text}' is not on disk; fetch it with: {fetch_command(text)}  (searched: {', '.join(map(str, dirs))})"
-        )
+        raise ModelError(f"model '{text}' is not on disk; fetch it with: {fetch_command(text)}  (searched: {', '.join(map(str, dirs))})")
     names = ", ".join(e.name for e in catalog() if role is None or e.role == role)
     raise ModelError(f"unknown model '{text}': give a model folder or one of: {names}")
 

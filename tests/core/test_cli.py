@@ -54,9 +54,13 @@ def square_scene(tmp_path) -> Path:
     write_exr(folder / "depth.exr", depth)
     write_exr(folder / "bg_depth.exr", np.full((512, 512), 5.0, np.float32))
     (folder / "prompt.txt").write_text("a red square before a blue wall")
-    (folder / "transforms.json").write_text(json.dumps({
-        "left": {"translation": [0.3, 0.0, 0.0], "rotation_axis": [0.0, 1.0, 0.0], "rotation_angle": 0.0},
-    }))
+    (folder / "transforms.json").write_text(
+        json.dumps(
+            {
+                "left": {"translation": [0.3, 0.0, 0.0], "rotation_axis": [0.0, 1.0, 0.0], "rotation_angle": 0.0},
+            }
+        )
+    )
     return folder
 
 
@@ -101,6 +105,7 @@ def test_failures_exit_1_with_one_line(capsys, tmp_path):
 
 def test_console_entry_point_exit_codes(tmp_path):
     """The real process: exit statuses as a shell sees them."""
+
     def proc(*args):
         return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], cwd=REPO, capture_output=True, text=True)
 
@@ -117,8 +122,18 @@ def test_import_info_export_on_a_scene_folder(capsys, square_scene, tmp_path):
     assert code == 0 and p.is_file() and "1 variants" in out
     code, out, _ = run(["info", p], capsys)
     assert code == 0
-    for s in ("name: square", "512x512", "2 .. 5 m", "55 deg", "object: 16384 px", "left / object",
-              "translate (-0.3, 0, 0)", "DH frame: translate (0.3, 0, 0)", "renders: 0", f"file size: {p.stat().st_size}"):
+    for s in (
+        "name: square",
+        "512x512",
+        "2 .. 5 m",
+        "55 deg",
+        "object: 16384 px",
+        "left / object",
+        "translate (-0.3, 0, 0)",
+        "DH frame: translate (0.3, 0, 0)",
+        "renders: 0",
+        f"file size: {p.stat().st_size}",
+    ):
         assert s in out, (s, out)
     code, _, _ = run(["export-transforms", p, "-o", tmp_path / "t.json"], capsys)
     assert code == 0
@@ -135,8 +150,25 @@ def test_sample_info_and_preview(capsys, tmp_path):
     assert code == 0 and "640x448" in out and all(n in out for n in ("box", "sphere", "cylinder"))
     code, _, err = run(["preview", s, "--translate", "0.1", "0", "0", "-o", tmp_path / "x.png"], capsys)
     assert code == 1 and "--object" in err  # three objects: which one?
-    code, _, _ = run(["preview", s, "--object", "sphere", "--translate", "0.3", "0", "0", "-o", tmp_path / "p.png",
-                      "--depth-out", tmp_path / "d.npy", "--hole-out", tmp_path / "h.png"], capsys)
+    code, _, _ = run(
+        [
+            "preview",
+            s,
+            "--object",
+            "sphere",
+            "--translate",
+            "0.3",
+            "0",
+            "0",
+            "-o",
+            tmp_path / "p.png",
+            "--depth-out",
+            tmp_path / "d.npy",
+            "--hole-out",
+            tmp_path / "h.png",
+        ],
+        capsys,
+    )
     assert code == 0
     img = np.asarray(Image.open(tmp_path / "p.png"))
     assert img.shape == (448, 640, 3)
@@ -200,8 +232,20 @@ def test_preview_of_a_photogen_folder_uses_its_variants(capsys, tmp_path):
 @pytest.mark.parametrize("frame, sign", [("dh", -1), ("camera", +1)])
 def test_preview_translation_matches_projection(capsys, square_scene, tmp_path, frame, sign):
     """Moving the square 0.3 units along +X of the frame shifts it by 0.3 f / Z pixels (left in the DH frame)."""
-    args = ["preview", square_scene, "--translate", "0.3", "0", "0", "-o", tmp_path / "p.png",
-            "--depth-out", tmp_path / "d.npy", "--hole-out", tmp_path / "h.png"]
+    args = [
+        "preview",
+        square_scene,
+        "--translate",
+        "0.3",
+        "0",
+        "0",
+        "-o",
+        tmp_path / "p.png",
+        "--depth-out",
+        tmp_path / "d.npy",
+        "--hole-out",
+        tmp_path / "h.png",
+    ]
     if frame == "camera":
         args += ["--frame", "camera"]
     code, _, _ = run(args, capsys)
@@ -228,8 +272,7 @@ def test_preview_translation_matches_projection(capsys, square_scene, tmp_path, 
 
 def test_preview_depth_move_scales_the_image(capsys, square_scene, tmp_path):
     """Translated from Z=2 to Z=1 (DH +Z is forward, as in the camera frame), the square's image doubles."""
-    code, _, _ = run(["preview", square_scene, "--translate", "0", "0", "-1", "-o", tmp_path / "p.png",
-                      "--depth-out", tmp_path / "d.npy"], capsys)
+    code, _, _ = run(["preview", square_scene, "--translate", "0", "0", "-1", "-o", tmp_path / "p.png", "--depth-out", tmp_path / "d.npy"], capsys)
     assert code == 0
     r = red(np.asarray(Image.open(tmp_path / "p.png")))
     assert abs(r.sum() / (256**2) - 1) < 0.05

@@ -27,9 +27,22 @@ def photogen_scenes() -> list[Path]:
 
 
 # The photogen README's edit counts (73 in all)
-EDIT_COUNTS = {"banana_fruits": 3, "car": 5, "car_2": 20, "chair": 3, "chair_2": 4, "chrome_headlight": 2,
-               "cube_toy": 3, "fighter_jet": 3, "milk_carton": 3, "plane": 3, "potted_plant": 5,
-               "potted_plant_2": 2, "red_block": 3, "sunflower": 14}
+EDIT_COUNTS = {
+    "banana_fruits": 3,
+    "car": 5,
+    "car_2": 20,
+    "chair": 3,
+    "chair_2": 4,
+    "chrome_headlight": 2,
+    "cube_toy": 3,
+    "fighter_jet": 3,
+    "milk_carton": 3,
+    "plane": 3,
+    "potted_plant": 5,
+    "potted_plant_2": 2,
+    "red_block": 3,
+    "sunflower": 14,
+}
 
 
 def rodrigues(axis, angle_deg):
@@ -52,7 +65,7 @@ def make_dh_folder(folder: Path, w=640, h=480, transforms=None, bg=True, prompt=
     folder.mkdir(parents=True, exist_ok=True)
     photo = np.full((h, w, 3), (40, 90, 160), np.uint8)
     m = np.zeros((h, w), np.uint8)
-    m[h // 4: h // 2, w // 4: w // 2] = 255
+    m[h // 4 : h // 2, w // 4 : w // 2] = 255
     if mask_values is not None:
         m = mask_values
     photo[m > 127] = (220, 30, 30)
@@ -104,15 +117,18 @@ def test_export_conventions():
     assert D.transform_from_dh(scaled).scale == 1.5
 
 
-@pytest.mark.parametrize("edit, words", [
-    ({"translation": [1, 2]}, ["translation", "3 finite numbers"]),
-    ({"translation": [1, 2, float("nan")]}, ["translation"]),
-    ({"rotation_axis": [0, 0, 0], "rotation_angle": 10}, ["rotation_axis is zero"]),
-    ({"rotation_angle": "ten"}, ["rotation_angle"]),
-    ({"scale": 0}, ["scale"]),
-    ({"translate": [0, 0, 0]}, ["unknown keys", "translate"]),
-    ([1, 2, 3], ["an edit must be an object"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        ({"translation": [1, 2]}, ["translation", "3 finite numbers"]),
+        ({"translation": [1, 2, float("nan")]}, ["translation"]),
+        ({"rotation_axis": [0, 0, 0], "rotation_angle": 10}, ["rotation_axis is zero"]),
+        ({"rotation_angle": "ten"}, ["rotation_angle"]),
+        ({"scale": 0}, ["scale"]),
+        ({"translate": [0, 0, 0]}, ["unknown keys", "translate"]),
+        ([1, 2, 3], ["an edit must be an object"]),
+    ],
+)
 def test_bad_edits(edit, words):
     with pytest.raises(InputError) as e:
         D.transforms_from_dh({"edit_007": edit}, "t.json")
@@ -124,8 +140,10 @@ def test_bad_edits(edit, words):
 
 # ----------------------------------------------------------------------------- scene folders
 def test_load_synthetic_non_square_scene(tmp_path):
-    tr = {"edit_000": {"translation": [0.3, 0.1, -0.5], "rotation_axis": [1, 0, 0], "rotation_angle": 10.0},
-          "edit_001": {"translation": [0, 0, 0], "rotation_axis": [0, 1, 0], "rotation_angle": 0.0}}
+    tr = {
+        "edit_000": {"translation": [0.3, 0.1, -0.5], "rotation_axis": [1, 0, 0], "rotation_angle": 10.0},
+        "edit_001": {"translation": [0, 0, 0], "rotation_axis": [0, 1, 0], "rotation_angle": 0.0},
+    }
     folder = make_dh_folder(tmp_path / "sq", transforms=tr)
     s = D.load_dh_scene(folder)
     assert s.size == (512, 384) and s.camera.fov_deg == 55.0

@@ -400,7 +400,6 @@ def test_scene_plan_sample_pivot_is_scene_pivot():
 # ---------------------------------------------------------------------------------------------- photogen
 
 
-
 def test_photogen_plans_are_sensible(photogen_dir):
     from core.dhformat import load_dh_scene
 

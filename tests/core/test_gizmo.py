@@ -218,7 +218,9 @@ def test_edge_on_ring_turns_with_tangent_motion():
     pivot = np.array([0.0, 0.0, 3.0])
     pose = gz.gizmo_pose(pivot, Transform3D(), "local", view)
     grab = ring_screen_point(view, pose, 0, math.pi / 2 + 0.35)  # near the front of the X ring (toward -Z)
-    grab_on_line = screen_of(view, pose.centre + pose.length * (math.cos(math.pi / 2 + 0.35) * pose.axes[:, 1] + math.sin(math.pi / 2 + 0.35) * pose.axes[:, 2]))
+    grab_on_line = screen_of(
+        view, pose.centre + pose.length * (math.cos(math.pi / 2 + 0.35) * pose.axes[:, 1] + math.sin(math.pi / 2 + 0.35) * pose.axes[:, 2])
+    )
     np.testing.assert_allclose(grab, grab_on_line)
     drag = gz.GizmoDrag(gz.Handle("ring", 0), view, *grab, pivot, Transform3D(), "local")
     assert drag._hit0 is None and drag._ring_tangent is not None

@@ -88,10 +88,16 @@ def test_working_size_rejects_nonsense():
 
 
 # ----------------------------------------------------------------------------- photos: formats
-@pytest.mark.parametrize("ext, fmt, lossless", [
-    ("png", "PNG", True), ("bmp", "BMP", True), ("tif", "TIFF", True),
-    ("webp", "WEBP", False), ("jpg", "JPEG", False),
-])
+@pytest.mark.parametrize(
+    "ext, fmt, lossless",
+    [
+        ("png", "PNG", True),
+        ("bmp", "BMP", True),
+        ("tif", "TIFF", True),
+        ("webp", "WEBP", False),
+        ("jpg", "JPEG", False),
+    ],
+)
 def test_photo_formats(tmp_path, ext, fmt, lossless):
     src = rgb_pattern(120, 200)
     p = tmp_path / f"photo.{ext}"
@@ -174,7 +180,7 @@ def test_alpha_is_kept_as_a_mask(tmp_path):
     np.testing.assert_array_equal(ph.original[0, 0], (10, 20, 30))  # colour kept, not composited
     assert ph.alpha is not None and ph.alpha.shape == ph.working.shape[:2] and ph.alpha.dtype == np.float32
     w = ph.alpha.shape[1]
-    assert ph.alpha[:, : w // 2 - 8].max() == 0.0 and ph.alpha[:, w // 2 + 8:].min() == 1.0
+    assert ph.alpha[:, : w // 2 - 8].max() == 0.0 and ph.alpha[:, w // 2 + 8 :].min() == 1.0
 
     rgba[..., 3] = 255  # fully opaque: no mask
     Image.fromarray(rgba, "RGBA").save(tmp_path / "o.png")
@@ -374,8 +380,7 @@ def test_invalid_values_are_reported_with_count_and_place(tmp_path):
         cio.load_depth(tmp_path / "d.npy")
     msg = str(e.value)
     assert_one_line_naming(e, tmp_path / "d.npy")
-    for part in ("4 invalid values", "NaN 1", "infinite 1", "zero 1", "negative 1", "rows 3-9", "columns 2-12",
-                 "first at x=5, y=3"):
+    for part in ("4 invalid values", "NaN 1", "infinite 1", "zero 1", "negative 1", "rows 3-9", "columns 2-12", "first at x=5, y=3"):
         assert part in msg, msg
 
 

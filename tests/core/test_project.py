@@ -240,8 +240,7 @@ def test_sigkill_during_save_leaves_the_previous_file(tmp_path):
     P.save_project(path, make_project(seed=4, cache_bytes=10))
     before = path.read_bytes()
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         tmp = None
@@ -334,8 +333,10 @@ def test_corrupt_entry_is_named(saved, tmp_path):
         info = zf.getinfo("scene/depth.npy")
     data = bytearray(saved.read_bytes())
     # local header: 30 bytes + name + extra; flip bytes inside the compressed data
-    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little"), \
-        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    name_len, extra_len = (
+        int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"),
+        int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little"),
+    )
     start = info.header_offset + 30 + name_len + extra_len
     for k in range(start + info.compress_size // 2, start + info.compress_size // 2 + 8):
         data[k] ^= 0xFF
@@ -372,19 +373,26 @@ def test_newer_schema_is_refused(saved, tmp_path):
     with zipfile.ZipFile(saved) as zf:
         m = json.loads(zf.read("manifest.json"))
     m["schema_version"] = P.SCHEMA_VERSION + 1
-    msg = expect_error(rewrite(saved, tmp_path / "new.handles", replace={"manifest.json": json.dumps(m).encode()}),
-                       "newer Handles Studio", f"schema {P.SCHEMA_VERSION + 1}", "update to open it")
+    msg = expect_error(
+        rewrite(saved, tmp_path / "new.handles", replace={"manifest.json": json.dumps(m).encode()}),
+        "newer Handles Studio",
+        f"schema {P.SCHEMA_VERSION + 1}",
+        "update to open it",
+    )
     assert msg
 
 
-@pytest.mark.parametrize("name, why", [
-    ("../evil.txt", "escapes"),
-    ("scene/../../evil.txt", "escapes"),
-    ("/etc/evil", "absolute"),
-    ("C:/Windows/evil.dll", "drive letter"),
-    ("c:evil", "drive letter"),
-    ("scene\\..\\evil", "backslash"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("../evil.txt", "escapes"),
+        ("scene/../../evil.txt", "escapes"),
+        ("/etc/evil", "absolute"),
+        ("C:/Windows/evil.dll", "drive letter"),
+        ("c:evil", "drive letter"),
+        ("scene\\..\\evil", "backslash"),
+    ],
+)
 def test_path_escaping_entries(saved, tmp_path, name, why):
     sub = tmp_path / "inner"
     sub.mkdir()
@@ -400,7 +408,7 @@ def test_duplicate_and_symlink_entries(saved, tmp_path):
         dup = rewrite(saved, tmp_path / "dup.handles", extra=[("manifest.json", b"{}")])
     expect_error(dup, "entry 'manifest.json'", "twice")
     link = zipfile.ZipInfo("scene/link")
-    link.external_attr = (0o120777 << 16)
+    link.external_attr = 0o120777 << 16
     expect_error(rewrite(saved, tmp_path / "link.handles", extra=[(link, b"/etc/passwd")]), "symbolic link")
 
 
@@ -437,12 +445,12 @@ def test_zip_bomb_real_size_beyond_the_declared_one(saved, tmp_path):
     while True:
         pos = data.find(b"PK\x01\x02", pos)
         assert pos >= 0
-        n = int.from_bytes(data[pos + 28:pos + 30], "little")
-        if bytes(data[pos + 46:pos + 46 + n]) == b"caches/lie.bin":
-            data[pos + 24:pos + 28] = (1000).to_bytes(4, "little")
+        n = int.from_bytes(data[pos + 28 : pos + 30], "little")
+        if bytes(data[pos + 46 : pos + 46 + n]) == b"caches/lie.bin":
+            data[pos + 24 : pos + 28] = (1000).to_bytes(4, "little")
             break
         pos += 4
-    data[info.header_offset + 22:info.header_offset + 26] = (1000).to_bytes(4, "little")
+    data[info.header_offset + 22 : info.header_offset + 26] = (1000).to_bytes(4, "little")
     liar = tmp_path / "liar3.handles"
     liar.write_bytes(bytes(data))
     t0 = time.monotonic()
@@ -453,6 +461,7 @@ def test_zip_bomb_real_size_beyond_the_declared_one(saved, tmp_path):
 # ----------------------------------------------------------------------------- migrations
 def write_schema0(path: Path, scene: Scene):
     """A project in the pre-release layout (schema 0): flat manifest, transforms as t/q/s."""
+
     def png(a):
         b = io.BytesIO()
         Image.fromarray(a).save(b, format="PNG")
@@ -470,9 +479,10 @@ def write_schema0(path: Path, scene: Scene):
         "camera": scene.camera.to_dict(),
         "photo": "photo.png",
         "depth": "depth.npy",
-        "objects": [{"name": o.name, "mask": f"mask{i}.png",
-                     "transform": {"t": list(o.transform.translation), "q": list(o.transform.rotation), "s": o.transform.scale}}
-                    for i, o in enumerate(scene.objects)],
+        "objects": [
+            {"name": o.name, "mask": f"mask{i}.png", "transform": {"t": list(o.transform.translation), "q": list(o.transform.rotation), "s": o.transform.scale}}
+            for i, o in enumerate(scene.objects)
+        ],
         "variants": {"v": {"cup": {"t": [1, 2, 3]}}},
         "renders": [{"image": "render0.png", "request": {"seed": 7}, "created": "2025-12-01"}],
     }

@@ -408,9 +408,9 @@ def test_wand_on_real_photos_depth_keeps_it_on_the_object(photogen_dir, scene):
     """One click at the object's inmost pixel (of the scene's ground-truth mask): with depth the
     selection stays on the object; with colour alone it leaks into the background."""
     from PIL import Image
+    from scipy import ndimage
 
     from core.io import load_depth, load_photo
-    from scipy import ndimage
 
     d = photogen_dir / scene
     photo = load_photo(d / "input.png").working
@@ -430,16 +430,14 @@ def test_wand_on_real_photos_depth_keeps_it_on_the_object(photogen_dir, scene):
 
 # ------------------------------------------------------------------ crease-aware wand (editor defaults)
 def _editor_wand_kwargs():
-    from editor.photo_view import DEFAULT_OPTIONS as o
+    from editor.photo_view import DEFAULT_OPTIONS as o  # noqa: N811
 
-    keys = ("color_tol", "depth_tol", "edge_color_tol", "edge_depth_tol", "connectivity", "fill_holes",
-            "normal_tol", "crease_color_tol", "color_smooth")
+    keys = ("color_tol", "depth_tol", "edge_color_tol", "edge_depth_tol", "connectivity", "fill_holes", "normal_tol", "crease_color_tol", "color_smooth")
     return {k: o[k] for k in keys}
 
 
 #: the crease-aware mode (an option: whole objects on exact depth, leaks on estimated depth)
-_CREASE_MODE = dict(color_tol=None, depth_tol=0.25, edge_depth_tol=0.02, connectivity=4, fill_holes=256,
-                    normal_tol=20.0, crease_color_tol=20.0)
+_CREASE_MODE = dict(color_tol=None, depth_tol=0.25, edge_depth_tol=0.02, connectivity=4, fill_holes=256, normal_tol=20.0, crease_color_tol=20.0)
 
 
 def _inmost_seed(mask):
@@ -494,8 +492,7 @@ def test_wand_crease_texture_vs_contact():
     photo[:32] = [200, 40, 40]
     photo[:32, ::8] = [240, 200, 60]  # vertical stripes on the wall
     photo[32:] = [60, 60, 200]
-    kw = dict(color_tol=None, depth_tol=None, edge_depth_tol=0.05, connectivity=4, normal_tol=20.0,
-              crease_color_tol=20.0)
+    kw = dict(color_tol=None, depth_tol=None, edge_depth_tol=0.05, connectivity=4, normal_tol=20.0, crease_color_tol=20.0)
     m = sel.magic_wand(photo, depth, (20.5, 10.5), **kw)
     assert m[:30].all() and not m[34:].any()
     one_colour = np.full_like(photo, 128)
@@ -504,11 +501,14 @@ def test_wand_crease_texture_vs_contact():
     assert sel.magic_wand(photo, depth, (20.5, 10.5), **dict(kw, normal_tol=None)).all()
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    (dict(normal_tol=-1.0), "normal_tol"),
-    (dict(normal_tol=20.0, crease_gap=0), "crease_gap"),
-    (dict(normal_tol=20.0, fov_deg=180.0), "fov_deg"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        (dict(normal_tol=-1.0), "normal_tol"),
+        (dict(normal_tol=20.0, crease_gap=0), "crease_gap"),
+        (dict(normal_tol=20.0, fov_deg=180.0), "fov_deg"),
+    ],
+)
 def test_wand_crease_errors(kwargs, msg):
     photo = np.zeros((8, 8, 3), np.uint8)
     depth = np.ones((8, 8), np.float32)

@@ -35,9 +35,7 @@ def test_layouts_are_deterministic_and_objects_never_overlap():
 
 
 def test_captions_name_every_object_in_the_samples_grammar():
-    assert SAMPLE_LAYOUT.caption() == (
-        "a red checkered box, a blue beach ball and a green striped cylinder on a tiled floor in front of a wall"
-    )
+    assert SAMPLE_LAYOUT.caption() == ("a red checkered box, a blue beach ball and a green striped cylinder on a tiled floor in front of a wall")
     for seed in range(50):
         lay = random_layout(seed)
         cap = lay.caption()

@@ -54,7 +54,16 @@ def test_title_views_and_panels(make_window):
 def test_tooltips_show_shortcuts(make_window):
     win = make_window()
     a = win.actions_by_name
-    for name, key in (("tool_brush", "B"), ("tool_lasso", "L"), ("tool_wand", "M"), ("gizmo_move", "W"), ("gizmo_rotate", "E"), ("gizmo_scale", "R"), ("frame", "F"), ("cancel", "Esc")):
+    for name, key in (
+        ("tool_brush", "B"),
+        ("tool_lasso", "L"),
+        ("tool_wand", "M"),
+        ("gizmo_move", "W"),
+        ("gizmo_rotate", "E"),
+        ("gizmo_scale", "R"),
+        ("frame", "F"),
+        ("cancel", "Esc"),
+    ):
         assert a[name].shortcut().toString() == key
         assert f"({key})" in a[name].toolTip()
     assert "Ctrl+Return" in a["render"].toolTip()
@@ -655,7 +664,9 @@ def test_window_layout_and_recent_files_are_remembered(qtbot, tmp_path, sample_s
     from editor.files import RecoveryManager
     from editor.main_window import MainWindow
 
-    win = MainWindow(Document(scene=sample_scene), renderer_factory=lambda r: FakeRenderer(), use_gl=False, persist=True, recovery=RecoveryManager(tmp_path / "r"))
+    win = MainWindow(
+        Document(scene=sample_scene), renderer_factory=lambda r: FakeRenderer(), use_gl=False, persist=True, recovery=RecoveryManager(tmp_path / "r")
+    )
     win.show()
     qtbot.waitExposed(win)
     win.resize(720, 640)  # within the offscreen screen (restoreGeometry keeps windows on screen)
@@ -668,7 +679,13 @@ def test_window_layout_and_recent_files_are_remembered(qtbot, tmp_path, sample_s
     win.close()
     s = load_settings()
     assert s.window_geometry and s.window_state and s.recent_files == [str((tmp_path / "x.handles").resolve())]
-    win2 = MainWindow(Document(scene=copy.deepcopy(sample_scene)), renderer_factory=lambda r: FakeRenderer(), use_gl=False, persist=True, recovery=RecoveryManager(tmp_path / "r"))
+    win2 = MainWindow(
+        Document(scene=copy.deepcopy(sample_scene)),
+        renderer_factory=lambda r: FakeRenderer(),
+        use_gl=False,
+        persist=True,
+        recovery=RecoveryManager(tmp_path / "r"),
+    )
     win2.show()
     qtbot.waitExposed(win2)
     try:

@@ -80,8 +80,7 @@ def test_wheel_zoom_keeps_point_under_cursor(view):
     view.set_image(np.zeros((60, 80, 3), np.uint8))
     anchor = QPointF(123.0, 77.0)
     before = view.map_to_image(anchor)
-    ev = QWheelEvent(anchor, view.mapToGlobal(anchor), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton, NOMOD,
-                     Qt.ScrollPhase.NoScrollPhase, False)
+    ev = QWheelEvent(anchor, view.mapToGlobal(anchor), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton, NOMOD, Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(view, ev)
     assert view.zoom() == pytest.approx(5.0 * 1.25**2)
     assert view.map_to_image(anchor) == pytest.approx(before)
@@ -303,8 +302,7 @@ def test_overlays_render(view):
     hole[40:55, 5:25] = True
     view.set_hole(hole)
     img = _grab(view)
-    reds = [_rgb(img, int(view.map_from_image(x + 0.5, 47.5).x() * dpr), int(view.map_from_image(x + 0.5, 47.5).y() * dpr))
-            for x in range(5, 25)]
+    reds = [_rgb(img, int(view.map_from_image(x + 0.5, 47.5).x() * dpr), int(view.map_from_image(x + 0.5, 47.5).y() * dpr)) for x in range(5, 25)]
     assert all(r > 120 and g < 100 and b_ < 100 for r, g, b_ in reds)
     view.set_tool_option("show_hole", False)
     img = _grab(view)

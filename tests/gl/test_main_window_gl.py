@@ -52,7 +52,11 @@ def test_main_py_opens_a_window_and_saves_a_screenshot(gl_context_info, tmp_path
     env = dict(os.environ, HANDLES_STUDIO_CONFIG_DIR=str(tmp_path / "cfg"))
     r = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "--screenshot", str(out), "--quit-after", "2500", "--size", "1280x800"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image

@@ -51,8 +51,9 @@ def test_wand_drag_render_undo_save_reopen(qtbot, gl_context_info, tmp_path, mon
     truth.objects.clear()  # a photo with depth and no objects yet, as after "New from Photo"
 
     def window():
-        w = MainWindow(Document(truth) if not windows else None, renderer_factory=lambda r: GeometricRenderer(),
-                       persist=False, recovery=RecoveryManager(tmp_path / "rec"))
+        w = MainWindow(
+            Document(truth) if not windows else None, renderer_factory=lambda r: GeometricRenderer(), persist=False, recovery=RecoveryManager(tmp_path / "rec")
+        )
         windows.append(w)
         w.resize(1480, 920)
         w.show()

@@ -166,7 +166,9 @@ def test_wheel_zooms_towards_the_cursor(view):
     d0 = view.camera.distance
     pos = QPointF(200.0, 150.0)
     p_under = view.camera.unproject(200.0, 150.0, d0)
-    ev = QWheelEvent(pos, view.mapToGlobal(pos), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    ev = QWheelEvent(
+        pos, view.mapToGlobal(pos), QPoint(0, 0), QPoint(0, 240), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False
+    )
     QApplication.sendEvent(view, ev)
     assert view.camera.distance == pytest.approx(d0 * 0.85**2)
     np.testing.assert_allclose(view.camera.project_point(p_under), (200.0, 150.0), atol=1e-6)
@@ -305,7 +307,9 @@ def test_ctrl_snaps_the_drag(view, scene):
     start = arrow_screen(view, 0)
     press(view, start)
     p = QPointF(float(round(start[0] + 37)), float(round(start[1])))
-    ev = QMouseEvent(QMouseEvent.Type.MouseMove, p, view.mapToGlobal(p), Qt.MouseButton.NoButton, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier)
+    ev = QMouseEvent(
+        QMouseEvent.Type.MouseMove, p, view.mapToGlobal(p), Qt.MouseButton.NoButton, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier
+    )
     QApplication.sendEvent(view, ev)
     x = box.transform.t[0]
     unsnapped = 37 * view.pivot(box.id)[2] / F

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from tiny_sd import synthetic_scene  # noqa: E402
+
 from core.jobs import Finished, RenderRequest  # noqa: E402
 from core.transform import Transform3D  # noqa: E402
 

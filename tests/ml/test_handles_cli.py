@@ -25,8 +25,7 @@ def test_render_a_photogen_scene(photogen_scene, tiny_sd_dir, tmp_path):
     from PIL import Image
 
     out = tmp_path / "car.png"
-    r = _run("render", photogen_scene, "--variant", "edit_000", "--model", tiny_sd_dir, "--steps", "3",
-             "--resolution", "128", "--device", "cpu", "-o", out)
+    r = _run("render", photogen_scene, "--variant", "edit_000", "--model", tiny_sd_dir, "--steps", "3", "--resolution", "128", "--device", "cpu", "-o", out)
     assert r.returncode == 0, r.stderr
     im = Image.open(out)
     assert im.size == (512, 512)  # the scene's working size
@@ -35,8 +34,17 @@ def test_render_a_photogen_scene(photogen_scene, tiny_sd_dir, tmp_path):
 
 
 def test_missing_model_is_one_line_with_the_fetch_command(photogen_scene, tmp_path):
-    r = _run("render", photogen_scene, "--variant", "edit_000", "--model", "stabilityai/stable-diffusion-2-depth",
-             "-o", tmp_path / "x.png", env_extra={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")})
+    r = _run(
+        "render",
+        photogen_scene,
+        "--variant",
+        "edit_000",
+        "--model",
+        "stabilityai/stable-diffusion-2-depth",
+        "-o",
+        tmp_path / "x.png",
+        env_extra={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")},
+    )
     assert r.returncode == 1
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "hf download stabilityai/stable-diffusion-2-depth" in lines[0]
@@ -50,14 +58,12 @@ def test_project_identity_is_stored_and_reused(tiny_sd_dir, tmp_path):
     proj = tmp_path / "box.handles"
     save_project(proj, Project(scene=synthetic_scene(128, 64)))
     a = tmp_path / "a.png"
-    r1 = _run("render", proj, "--translate", "0.3", "0", "0", "--model", tiny_sd_dir, "--steps", "3",
-              "--device", "cpu", "-o", a, "--save-identity")
+    r1 = _run("render", proj, "--translate", "0.3", "0", "0", "--model", tiny_sd_dir, "--steps", "3", "--device", "cpu", "-o", a, "--save-identity")
     assert r1.returncode == 0, r1.stderr
     assert "stored the identity" in r1.stderr
     assert any(k.startswith("identity:") for k in load_project(proj).caches)
     b = tmp_path / "b.png"
-    r2 = _run("render", proj, "--translate", "0.3", "0", "0", "--model", tiny_sd_dir, "--steps", "3",
-              "--device", "cpu", "-o", b)
+    r2 = _run("render", proj, "--translate", "0.3", "0", "0", "--model", tiny_sd_dir, "--steps", "3", "--device", "cpu", "-o", b)
     assert r2.returncode == 0, r2.stderr
     assert "reusing the identity stored" in r2.stderr and "identity reused" in r2.stdout
     assert "identity [" not in r2.stderr  # no inversion this time

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tiny_sd import synthetic_photo  # noqa: E402
+
 from core.errors import RenderCancelled  # noqa: E402
 from core.geometry.types import FeatureCorrespondence  # noqa: E402
 from core.jobs import CancelToken  # noqa: E402
@@ -174,7 +175,7 @@ def test_identity_transform_warps_activations_onto_themselves(wide):
     from core.ml.handles.warping import BlockWarp
 
     _, _, mask, ident = wide
-    for b, acts in ident.activations.items():
+    for _b, acts in ident.activations.items():
         feats = acts[0].float()
         corr = _shift_correspondence(mask, mask.shape[0] // feats.shape[-2], 0, 0)
         W = BlockWarp.from_correspondence(corr)

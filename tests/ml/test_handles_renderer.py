@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tiny_sd import synthetic_scene  # noqa: E402
+
 from core.errors import RenderCancelled  # noqa: E402
 from core.jobs import CancelToken, Preview, Progress, RenderRequest  # noqa: E402
 from core.transform import Transform3D  # noqa: E402

@@ -13,8 +13,18 @@ torch = pytest.importorskip("torch")
 from training.world import Config, train  # noqa: E402
 
 TOY = Config(
-    n_train=6, width=128, height=64, vae_steps=3, vae_batch=2, vae_crop=32, unet_steps=4, unet_batch=2,
-    warmup=2, ckpt_every=2, eval_scenes=1, eval_steps=2,
+    n_train=6,
+    width=128,
+    height=64,
+    vae_steps=3,
+    vae_batch=2,
+    vae_crop=32,
+    unet_steps=4,
+    unet_batch=2,
+    warmup=2,
+    ckpt_every=2,
+    eval_scenes=1,
+    eval_steps=2,
 )
 
 
@@ -27,8 +37,7 @@ def test_training_is_reproducible_and_resumable(tmp_path):
     q1 = train(TOY, tmp_path / "a", tmp_path / "a-model")
     assert q1 is not None and set(q1) >= {"vae_round_trip_psnr", "unguided_sample_psnr"}
     m1 = _weights(tmp_path / "a-model")
-    assert set(m1) == {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
-                       "text_encoder/model.safetensors"}
+    assert set(m1) == {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"}
     card = (tmp_path / "a-model" / "README.md").read_text()
     assert "knows only its world" in card and "Licence" in card
     # the exported folder is what the engine's loader expects

@@ -91,8 +91,7 @@ def test_moving_the_box_puts_it_at_its_true_place_and_keeps_the_rest(renderer):
     scene.object(name).transform = tr
     out = renderer.render(scene, _request(scene))
     # the ablation: plain depth-conditioned denoising from the inverted noise, no guidance, no paste
-    ablation = renderer.render(scene, _request(scene, grad_steps=0, preview_start=0.0, preview_keep=0.0,
-                                               background_blend=True, paste_objects=False))
+    ablation = renderer.render(scene, _request(scene, grad_steps=0, preview_start=0.0, preview_keep=0.0, background_blend=True, paste_objects=False))
     reg = edit_regions({o.name: o.mask for o in src.objects}, truth.masks, {name}, src.photo, truth.photo)
     got, base = psnr(out, truth.photo, reg["object"]), psnr(ablation, truth.photo, reg["object"])
     assert got > OBJECT_MIN_DB, f"moved box {got:.1f} dB"

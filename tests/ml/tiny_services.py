@@ -56,9 +56,7 @@ def build_tiny_depth_anything(folder: Path, metric: bool = False, max_depth: int
                 if name.endswith("weight") and p.ndim == 4:
                     p.mul_(4.0)
         model.head.conv3.bias.fill_(0.05 if metric else 0.5)
-    processor = DPTImageProcessorPil(
-        size={"height": size, "width": size}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3
-    )
+    processor = DPTImageProcessorPil(size={"height": size, "width": size}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

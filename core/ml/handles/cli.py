@@ -110,7 +110,6 @@ def cmd_render(args) -> int:
 
     from core.ml.handles.models import resolve_model
     from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX, DiffusionHandlesRenderer
-
     from core.ml.store import native_resolution, world_only
     from core.world import is_world_scene
 
@@ -119,8 +118,11 @@ def cmd_render(args) -> int:
     model_dir = resolve_model(args.model)  # a missing model: one line with the fetch command
     if world_only(args.model):
         if not is_world_scene(scene):
-            print(f"note: the model '{args.model}' knows only the procedural world (the sample's stage); "
-                  "on other photos it cannot render faithfully: use a real model such as sd2-depth", file=sys.stderr)
+            print(
+                f"note: the model '{args.model}' knows only the procedural world (the sample's stage); "
+                "on other photos it cannot render faithfully: use a real model such as sd2-depth",
+                file=sys.stderr,
+            )
     renderer = DiffusionHandlesRenderer(model_dir, device=args.device, dtype=args.precision)
     request = RenderRequest(
         scene_id=scene.content_id(),
@@ -169,28 +171,43 @@ def register(subparsers) -> None:
     from core.commands.preview import add_edit_arguments
 
     p = subparsers.add_parser(
-        "render", help="re-render a moved object with the diffusion model (Diffusion Handles)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "render",
+        help="re-render a moved object with the diffusion model (Diffusion Handles)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_edit_arguments(p, "render")
-    p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
-                   help="diffusion model folder, catalog name or repo id (default: the bundled 'world' model for "
-                        "scenes of the procedural world such as the sample, else stable-diffusion-2-depth)")
-    p.add_argument("--depth-model", default=None, metavar="PATH_OR_NAME",
-                   help="re-estimate the depth with this Depth Anything model instead of the scene's depth")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH_OR_NAME",
+        help="diffusion model folder, catalog name or repo id (default: the bundled 'world' model for "
+        "scenes of the procedural world such as the sample, else stable-diffusion-2-depth)",
+    )
+    p.add_argument(
+        "--depth-model", default=None, metavar="PATH_OR_NAME", help="re-estimate the depth with this Depth Anything model instead of the scene's depth"
+    )
     p.add_argument("--prompt", default=None, metavar="TEXT", help="caption of the photo (default: the scene's prompt)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="DDIM steps (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="noise the edited region starts from (presets default, fast, draft): it decides what the photo "
-                        "does not, e.g. the uncovered background; pixels outside the edit never change (reference: no effect)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="noise the edited region starts from (presets default, fast, draft): it decides what the photo "
+        "does not, e.g. the uncovered background; pixels outside the edit never change (reference: no effect)",
+    )
     p.add_argument("--preset", choices=("reference", "default", "fast", "draft"), default="default")
-    p.add_argument("--resolution", type=int, default=None, metavar="PX",
-                   help="long side of the render, a multiple of 64 (default: the model's own size when the catalog gives one "
-                        "(world: 256), else the preset's: 512, draft 256)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="long side of the render, a multiple of 64 (default: the model's own size when the catalog gives one "
+        "(world: 256), else the preset's: 512, draft 256)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
-                   help="default: fp16 on GPUs, fp32 on CPUs (bf16 on request)")
+    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPUs, fp32 on CPUs (bf16 on request)")
     p.add_argument("-o", "--output", required=True, metavar="out.png", help="image to write (the working size)")
-    p.add_argument("--save-identity", action="store_true",
-                   help="store the photo's identity in the project so later renders reuse it")
+    p.add_argument("--save-identity", action="store_true", help="store the photo's identity in the project so later renders reuse it")
     p.set_defaults(func=cmd_render)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ class BlockHooks:
         self.grabbed.clear()
         self.inject_maps.clear()
 
-    def __enter__(self) -> "BlockHooks":
+    def __enter__(self) -> BlockHooks:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -546,9 +546,7 @@ class HandlesEngine:
                         z, _ = self.guidance_step(z, depth, t, cond, stored, warps, w, hooks, settings, token, blend_alpha)
                 if hooks is not None and i < n_inject:
                     hooks.inject_maps = {
-                        b: warps[b].splat(identity.activations[b][i].to(self.device))
-                        for b in hooks.blocks
-                        if b in identity.activations and warps[b].count
+                        b: warps[b].splat(identity.activations[b][i].to(self.device)) for b in hooks.blocks if b in identity.activations and warps[b].count
                     }
                     hooks.mode = "inject"
                 try:
@@ -572,8 +570,15 @@ class HandlesEngine:
                 z = z_next
                 if on_step is not None:
                     on_step(i, z)
-                emit(Progress(stage="render", step=i + 1 - k0, total=steps - k0, eta_s=clock.eta(i + 1 - k0),
-                              message="guided" if i < n_guided else ("injected" if i < n_inject else "denoising")))
+                emit(
+                    Progress(
+                        stage="render",
+                        step=i + 1 - k0,
+                        total=steps - k0,
+                        eta_s=clock.eta(i + 1 - k0),
+                        message="guided" if i < n_guided else ("injected" if i < n_inject else "denoising"),
+                    )
+                )
                 if preview_size and settings.preview_every > 0 and (i + 1 - k0) % settings.preview_every == 0 and i + 1 < steps:
                     emit(Preview(image=self.preview_rgb(x0, preview_size), step=i + 1 - k0, total=steps - k0))
         finally:

@@ -107,7 +107,7 @@ class Identity:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, device="cpu", activations_device=None) -> "Identity":
+    def from_bytes(cls, data: bytes, device="cpu", activations_device=None) -> Identity:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 files = {k: z[k] for k in z.files}

@@ -88,9 +88,15 @@ def dtype_from_name(name):
     import torch
 
     table = {
-        None: torch.float32, "auto": torch.float32, "fp32": torch.float32, "float32": torch.float32,
-        "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+        None: torch.float32,
+        "auto": torch.float32,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "half": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
     }
     if isinstance(name, torch.dtype):
         return name
@@ -181,7 +187,7 @@ def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
         for name, fn in loaders.items():
             try:
                 loaded[name] = fn()
-            except (OSError, ValueError, RuntimeError, KeyError, TypeError, EnvironmentError) as exc:
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                 raise _component_error(folder, name, exc) from exc
             except Exception as exc:  # safetensors' own errors and the like
                 raise _component_error(folder, name, exc) from exc

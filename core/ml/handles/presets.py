@@ -227,7 +227,7 @@ class HandlesSettings:
         d["blocks"] = list(self.blocks)
         return json.loads(json.dumps(d))
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "HandlesSettings":
+    def with_overrides(self, overrides: dict[str, Any] | None) -> HandlesSettings:
         """A copy with ``overrides`` applied (keys are field names; unknown keys are an InputError)."""
         if not overrides:
             return self

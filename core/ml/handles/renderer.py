@@ -223,7 +223,8 @@ class DiffusionHandlesRenderer:
     def _render(self, scene: Scene, request: RenderRequest, emit: EmitFn, token: CancelToken) -> np.ndarray:
         import torch
 
-        from core.geometry.warp import feature_correspondence, plan as warp_plan
+        from core.geometry.warp import feature_correspondence
+        from core.geometry.warp import plan as warp_plan
         from core.ml.handles.identity import identity_key
         from core.ml.handles.warping import BlockWarp
         from core.render import scene_for_request
@@ -293,8 +294,7 @@ class DiffusionHandlesRenderer:
                 cells = shown_px[: hh * vf, : ww * vf].reshape(hh, vf, ww, vf).all(axis=(1, 3))
                 known = torch.from_numpy(cells.astype(np.float32))[None, None].to(engine.device)
                 keep = (k1, known, x_p, noise)
-        z = engine.denoise(ident, depth, settings, warps=warps, blend_alpha=blend, emit=emit, token=token,
-                           preview_size=work_size, start=start, keep=keep)
+        z = engine.denoise(ident, depth, settings, warps=warps, blend_alpha=blend, emit=emit, token=token, preview_size=work_size, start=start, keep=keep)
         token.check()
         emit(Progress(stage="decode", step=0, total=1, message="decoding"))
         image = engine.decode_latent(z)

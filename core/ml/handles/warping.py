@@ -43,7 +43,7 @@ class BlockWarp:
     _grid: torch.Tensor | None = None  # (1, 1, M, 2) normalised grid_sample coordinates
 
     @classmethod
-    def from_correspondence(cls, corr: FeatureCorrespondence, device="cpu") -> "BlockWarp":
+    def from_correspondence(cls, corr: FeatureCorrespondence, device="cpu") -> BlockWarp:
         h, w = (int(corr.shape[0]), int(corr.shape[1]))
         src, tgt, wt, oid = [], [], [], []
         for k, ob in enumerate(corr.objects):
