@@ -168,7 +168,8 @@ def quat_from_euler_xyz(rx_deg: float, ry_deg: float, rz_deg: float) -> tuple[fl
     qx = quat_from_axis_angle((1.0, 0.0, 0.0), rx_deg)
     qy = quat_from_axis_angle((0.0, 1.0, 0.0), ry_deg)
     qz = quat_from_axis_angle((0.0, 0.0, 1.0), rz_deg)
-    return tuple(float(v) for v in quat_normalize(quat_multiply(qz, quat_multiply(qy, qx))))
+    w, x, y, z = quat_normalize(quat_multiply(qz, quat_multiply(qy, qx)))
+    return float(w), float(x), float(y), float(z)
 
 
 def euler_xyz_from_quat(q) -> tuple[float, float, float]:

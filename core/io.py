@@ -47,11 +47,15 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from core.camera import DEFAULT_FOV_DEG, Camera
 from core.errors import InputError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: largest photo accepted, in pixels (width * height)
 MAX_PIXELS = 100_000_000
@@ -263,7 +267,7 @@ def _to_rgb_and_alpha(im) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(im, dtype=np.uint8).copy(), alpha
 
 
-def _icc_to_srgb(im, out_mode: str):
+def _icc_to_srgb(im: PILImage, out_mode: str) -> PILImage:
     """Convert an image with an embedded ICC profile to sRGB (unchanged if LittleCMS is missing)."""
     try:
         import io as _io
@@ -272,9 +276,11 @@ def _icc_to_srgb(im, out_mode: str):
 
         src = ImageCms.ImageCmsProfile(_io.BytesIO(im.info["icc_profile"]))
         dst = ImageCms.createProfile("sRGB")
-        return ImageCms.profileToProfile(im, src, dst, outputMode=out_mode)
+        out = ImageCms.profileToProfile(im, src, dst, outputMode=out_mode)
     except Exception:  # noqa: BLE001 - a broken or unsupported profile: keep the pixels as they are
         return im
+    assert out is not None  # None only with inPlace=True
+    return out
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -284,7 +290,7 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     if rgb.shape[1] == w and rgb.shape[0] == h:
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.LANCZOS, reducing_gap=3.0))
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0))
 
 
 def resize_float(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -296,7 +302,7 @@ def resize_float(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if a.shape == (h, w):
         return a
     shrink = w <= a.shape[1] and h <= a.shape[0]
-    return np.asarray(Image.fromarray(a, mode="F").resize((w, h), Image.BOX if shrink else Image.BILINEAR))
+    return np.asarray(Image.fromarray(a, mode="F").resize((w, h), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR))
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -455,7 +461,8 @@ def fill_nearest(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
 
     if not invalid.any():
         return values
-    idx = distance_transform_edt(invalid, return_distances=False, return_indices=True)
+    # return_distances=False, return_indices=True: just the (2, H, W) index array
+    idx = cast(np.ndarray, distance_transform_edt(invalid, return_distances=False, return_indices=True))
     return values[idx[0], idx[1]]
 
 
@@ -535,7 +542,7 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (H, W) == (h, w):
         return d.copy()
     smooth = resize_float(d, (w, h))
-    near = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.NEAREST))
+    near = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.Resampling.NEAREST))
     disp = 1.0 / np.maximum(d.astype(np.float64), 1e-30)
     score = np.zeros((H, W))
     if W >= 3:
@@ -549,7 +556,7 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     fy = max(1, int(math.ceil(H / h)) + 2)
     fx = max(1, int(math.ceil(W / w)) + 2)
     near_edge = maximum_filter(edge_src.astype(np.uint8), size=(fy, fx), mode="nearest")
-    edge = np.asarray(Image.fromarray(near_edge * np.uint8(255), mode="L").resize((w, h), Image.NEAREST)) > 0
+    edge = np.asarray(Image.fromarray(near_edge * np.uint8(255), mode="L").resize((w, h), Image.Resampling.NEAREST)) > 0
     return np.where(edge, near, smooth).astype(np.float32)
 
 

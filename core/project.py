@@ -143,7 +143,7 @@ def make_thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     tw, th = max(1, round(w * s)), max(1, round(h * s))
     if (tw, th) == (w, h):
         return np.ascontiguousarray(image[:, :, :3], dtype=np.uint8).copy()
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)).resize((tw, th), Image.LANCZOS))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)).resize((tw, th), Image.Resampling.LANCZOS))
 
 
 def _png_bytes(arr: np.ndarray, level: int = 3) -> bytes:
@@ -742,7 +742,9 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
         mask = r.image(mask_entry, "mask")
         if mask.shape != (h, w):
             raise r._err(mask_entry, f"mask is {mask.shape[1]}x{mask.shape[0]}, the photo is {w}x{h}")
-        oid = o.get("id") if isinstance(o.get("id"), str) else new_id()
+        oid = o.get("id")
+        if not isinstance(oid, str):
+            oid = new_id()
         objects.append(
             SceneObject(
                 name=str(need(o, "name", str, where)),

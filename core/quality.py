@@ -35,7 +35,8 @@ _Z_LIMIT = (3.4, 7.6)
 
 def _floor_vec(dx: float, dz: float) -> tuple[float, float, float]:
     """A displacement along the floor (level frame) in the camera frame."""
-    return tuple(float(v) for v in STAGE_TO_CAM @ np.array([dx, 0.0, dz]))
+    x, y, z = STAGE_TO_CAM @ np.array([dx, 0.0, dz])
+    return float(x), float(y), float(z)
 
 
 def _free(o: WorldObject, x: float, z: float, r: float, others: list[tuple[float, float, float]]) -> bool:

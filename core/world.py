@@ -34,8 +34,10 @@ Open3D (``RaycastingScene``, geometry only) is imported lazily: ``import core.wo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
+from typing import cast
 
 import numpy as np
 
@@ -194,7 +196,7 @@ def random_layout(seed: int, max_objects: int = 4) -> WorldLayout:
     el = float(rng.uniform(0.85, 1.15))
     sx, sy, sz = SUN_DIR
     sun = (sx * math.cos(az) - sz * math.sin(az), sy * el, sx * math.sin(az) + sz * math.cos(az))
-    return WorldLayout(objects=tuple(placed), sun=tuple(round(v, 6) for v in sun), seed=int(seed))
+    return WorldLayout(objects=tuple(placed), sun=(round(sun[0], 6), round(sun[1], 6), round(sun[2], 6)), seed=int(seed))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -325,6 +327,8 @@ def render_layout(
     A, translation b), camera frame, metres, applied to the object's rest-pose points."""
     import open3d as o3d
 
+    # open3d's stub makes dtype and device required; at runtime they default to the array's and the CPU
+    tensor = cast("Callable[[np.ndarray], o3d.core.Tensor]", o3d.core.Tensor)
     w, h = check_size(width, height)
     moves = moves or {}
     cam = Camera(w, h, float(fov_deg))
@@ -339,12 +343,12 @@ def render_layout(
         a, b = moves.get(name, (np.eye(3), np.zeros(3)))
         v = verts @ np.asarray(a).T + np.asarray(b)
         poses[name] = (np.asarray(a), np.asarray(b), centre, rot)
-        geo_ids[name] = rs.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(np.ascontiguousarray(tris, dtype=np.uint32)))
+        geo_ids[name] = rs.add_triangles(tensor(v.astype(np.float32)), tensor(np.ascontiguousarray(tris, dtype=np.uint32)))
     x, y = cam.pixel_grid()
     f = cam.focal
     dirs = np.stack([(x - cam.cx) / f, (y - cam.cy) / f, np.ones_like(x)], axis=-1).reshape(-1, 3)
     rays = np.concatenate([np.zeros_like(dirs), dirs], axis=1).astype(np.float32)
-    hit = rs.cast_rays(o3d.core.Tensor(rays))
+    hit = rs.cast_rays(tensor(rays))
     t = hit["t_hit"].numpy().astype(np.float64)
     gid = hit["geometry_ids"].numpy()
     fnormal = hit["primitive_normals"].numpy().astype(np.float64)
@@ -392,7 +396,7 @@ def render_layout(
     if len(idx):
         origin = p[idx] + normal[idx] * 2e-3
         srays = np.concatenate([origin, np.tile(sun, (len(idx), 1))], axis=1).astype(np.float32)
-        occluded = rs.test_occlusions(o3d.core.Tensor(srays), tnear=1e-4).numpy().astype(bool)
+        occluded = rs.test_occlusions(tensor(srays), tnear=1e-4).numpy().astype(bool)
         lit[idx] = ~occluded
     shade = AMBIENT + (1.0 - AMBIENT) * lambert * lit
     colour = np.where(ok[:, None], albedo * shade[:, None], albedo)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import cast
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -58,7 +59,7 @@ def digest(*arrays) -> str:
             continue
         a = np.ascontiguousarray(a)
         h.update(repr((a.shape, a.dtype.str)).encode())
-        h.update(memoryview(a).cast("B") if a.size else b"")
+        h.update(a.data.cast("B") if a.size else b"")
     return h.hexdigest()
 
 
@@ -144,7 +145,7 @@ def laplace_fill(values: np.ndarray, region: np.ndarray, guide: np.ndarray | Non
         raise InputError(f"laplace_fill needs (H, W) values and region, got {values.shape} and {region.shape}")
     g = None if guide is None else np.asarray(guide, dtype=np.float64)
     out = values.copy()
-    labels, count = ndi.label(region)
+    labels, count = cast("tuple[np.ndarray, int]", ndi.label(region))  # (labels, count) as output=None
     for k, sl in enumerate(ndi.find_objects(labels), start=1):
         ys, xs = np.nonzero(labels[sl] == k)
         ys = ys + sl[0].start
@@ -198,7 +199,7 @@ def background_depth(scene, dilate: int | None = None) -> np.ndarray:
         floor = 0.25 * float(disparity[~region].min() if (~region).any() else disparity.min())
         if guide is not None:
             floor = min(floor, 0.25 * float(guide.min()))
-        labels, _ = ndi.label(region)
+        labels, _ = cast("tuple[np.ndarray, int]", ndi.label(region))  # (labels, count) as output=None
         for k, sl in enumerate(ndi.find_objects(labels), start=1):
             local = labels[sl] == k
             ys, xs = np.nonzero(local)

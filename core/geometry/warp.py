@@ -59,6 +59,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -218,7 +219,7 @@ def _static(scene) -> _Static:
     region = fill_region([o.mask for o in scene.objects], shape)
     fill_far = np.array(scene.depth, dtype=np.float32, copy=True)
     if region.any():
-        labels, count = ndi.label(region)
+        labels, count = cast("tuple[np.ndarray, int]", ndi.label(region))  # (labels, count) as output=None
         far = ndi.maximum(fill, labels, index=np.arange(1, count + 1))
         lut = np.concatenate([[0.0], np.asarray(far, dtype=np.float64)]).astype(np.float32)
         fill_far[region] = lut[labels[region]]
@@ -250,7 +251,7 @@ def _removed_state(st: _Static, removed_objects: frozenset) -> _Removed:
     else:
         old = np.zeros(st.shape, bool)
     r = ring_px(st.shape)
-    grown = ndi.binary_dilation(old, structure=np.ones((2 * r + 1, 2 * r + 1), bool)) if old.any() else old
+    grown = np.asarray(ndi.binary_dilation(old, structure=np.ones((2 * r + 1, 2 * r + 1), bool)), dtype=bool) if old.any() else old
     removed = grown & ((oi < 0) | old)  # never eat pixels of objects that stay
     background = np.where(removed, st.fill, st.depth).astype(np.float32)
     limit = (np.where(removed, st.fill_far, st.depth) * np.float32(1.0 + REAL_TOLERANCE)).astype(np.float32).ravel()
@@ -622,7 +623,7 @@ def _cells_any(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndar
     hh, ww = mask.shape
     pad = np.zeros((h * factor, w * factor), bool)
     pad[:hh, :ww] = mask
-    return pad.reshape(h, factor, w, factor).any(axis=(1, 3))
+    return np.asarray(pad.reshape(h, factor, w, factor).any(axis=(1, 3)), dtype=bool)
 
 
 def feature_correspondence(plan: WarpPlan, factor: int, margin: int = 1) -> FeatureCorrespondence:
@@ -714,7 +715,7 @@ def feature_correspondence(plan: WarpPlan, factor: int, margin: int = 1) -> Feat
     hole = _cells_any(plan.hole, factor, (h, w))
     changed = _cells_any(plan.changed, factor, (h, w)) | fg_src | fg_tgt | hole
     if margin > 0 and changed.any():
-        changed = ndi.binary_dilation(changed, structure=np.ones((2 * margin + 1, 2 * margin + 1), bool))
+        changed = np.asarray(ndi.binary_dilation(changed, structure=np.ones((2 * margin + 1, 2 * margin + 1), bool)), dtype=bool)
     return FeatureCorrespondence(
         factor=factor,
         shape=(h, w),

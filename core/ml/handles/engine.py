@@ -16,7 +16,7 @@ Every UNet evaluation first checks the cancel token and is counted in ``counts``
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import numpy as np
@@ -142,7 +142,7 @@ class HandlesEngine:
     def __init__(self, models: HandlesModels) -> None:
         self.m = models
         self.counts: Counter = Counter()
-        self.timings: Counter = Counter()
+        self.timings: defaultdict[str, float] = defaultdict(float)  # seconds per kind
         sched = models.scheduler
         self.alphas_cumprod = sched.alphas_cumprod.to(dtype=torch.float64)
         self.final_alpha = float(sched.final_alpha_cumprod)
@@ -244,7 +244,7 @@ class HandlesEngine:
         else:  # unknown latent space: grey from the channel mean
             rgb = lat.mean(0)[..., None].expand(-1, -1, 3)
         arr = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-        return np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+        return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
 
     # ------------------------------------------------------------------ UNet
     def unet(self, z: torch.Tensor, depth: torch.Tensor, t: int, emb: torch.Tensor, token: CancelToken | None) -> torch.Tensor:
@@ -537,6 +537,7 @@ class HandlesEngine:
                 if i < k0:
                     continue
                 if i < n_guided:
+                    assert hooks is not None  # n_guided > 0 only with warps: need_hooks
                     stored = {b: identity.activations[b][i] for b in hooks.blocks if b in identity.activations}
                     for k in range(int(settings.grad_steps)):
                         w = settings.step_weights(i, k)

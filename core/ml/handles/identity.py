@@ -103,7 +103,7 @@ class Identity:
             arrays["recon_image"] = np.ascontiguousarray(self.recon_image, dtype=np.uint8)
         arrays["header"] = np.frombuffer(json.dumps(head).encode("utf-8"), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # pyright: ignore[reportArgumentType]  # keys are array names, never allow_pickle
         return buf.getvalue()
 
     @classmethod

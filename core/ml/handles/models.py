@@ -112,7 +112,7 @@ def _component_error(folder: Path, name: str, exc: BaseException) -> ModelError:
 
 
 def _make_scheduler(folder: Path):
-    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     prediction_type = "epsilon"
     cfg_file = folder / "scheduler" / "scheduler_config.json"
@@ -155,7 +155,8 @@ def load_models(model: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", 
 
 
 def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     for name in COMPONENTS:

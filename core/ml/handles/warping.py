@@ -122,6 +122,7 @@ class BlockWarp:
     def sample(self, feats: torch.Tensor) -> torch.Tensor:
         """Current features (B, C, h, w) bilinearly at the target positions -> (B, C, M)."""
         b = feats.shape[0]
+        assert self._grid is not None  # set by from_correspondence (_prepare)
         grid = self._grid.to(dtype=feats.dtype).expand(b, -1, -1, -1)
         out = torch.nn.functional.grid_sample(feats, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out[:, :, 0, :]
@@ -135,11 +136,13 @@ class BlockWarp:
         """
         h, w = self.shape
         c = feats.shape[-3]
+        index, weight = self._splat_index, self._splat_weight
+        assert index is not None and weight is not None  # set by from_correspondence (_prepare)
         vals = feats.reshape(c, -1).index_select(1, self.src_index).float()  # (C, M)
-        vals4 = vals.repeat(1, 4) * self._splat_weight  # (C, 4M)
+        vals4 = vals.repeat(1, 4) * weight  # (C, 4M)
         acc = torch.zeros(c, h * w, dtype=torch.float32, device=feats.device)
-        acc.index_add_(1, self._splat_index, vals4)
+        acc.index_add_(1, index, vals4)
         norm = torch.zeros(h * w, dtype=torch.float32, device=feats.device)
-        norm.index_add_(0, self._splat_index, self._splat_weight)
+        norm.index_add_(0, index, weight)
         warped = torch.where(norm > 1e-6, acc / norm.clamp_min(1e-6), torch.zeros_like(acc))
         return warped.view(c, h, w), norm.clamp(0.0, 1.0).view(h, w)
