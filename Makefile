@@ -4,15 +4,21 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test sysdeps venv venv-dev lint-imports bench bench-render bench-viewport bench-editor bench-quality train-world clean
+# pyright (PyPI wrapper) runs the pyright bundled in its wheel on the system node (nodeenv only
+# when there is no node on PATH) and skips its "newer version on PyPI" check: no network needed.
+export PYRIGHT_PYTHON_GLOBAL_NODE := 1
+export PYRIGHT_PYTHON_NODEJS_WHEEL := 0
+export PYRIGHT_PYTHON_IGNORE_WARNINGS := 1
+
+.PHONY: run test sysdeps venv venv-dev lint lint-imports bench bench-render bench-viewport bench-editor bench-quality train-world clean
 
 run: venv
 	$(PY) main.py $(ARGS)
 
-# Two pytest runs: everything but GL on Qt's offscreen platform, then the GL tests on a real X
-# display (a virtual one when there is none). pytest exit code 5 (no tests) fails either run.
-test: venv-dev
-	$(VENV)/bin/lint-imports --no-cache
+# `make lint` first, then two pytest runs: everything but GL on Qt's offscreen platform, then the
+# GL tests on a real X display (a virtual one when there is none). pytest exit code 5 (no tests)
+# fails either run.
+test: lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not gl" $(PYTEST_ARGS)
 	QT_QPA_PLATFORM=xcb HANDLES_STUDIO_REQUIRE_GL=1 scripts/with-display.sh $(PY) -m pytest -m gl $(PYTEST_ARGS)
 
@@ -31,6 +37,13 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-run requirements-dev.txt
 
 venv: sysdeps $(VENV)/.stamp-run
 venv-dev: sysdeps $(VENV)/.stamp-dev
+
+# Lint, formatting, types (pyright over core/) and the import-layer contracts, in that order.
+lint: venv-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
+	$(VENV)/bin/lint-imports --no-cache
 
 lint-imports: venv-dev
 	$(VENV)/bin/lint-imports --no-cache
