@@ -23,6 +23,7 @@ Prints tables (and writes them as JSON with ``--json``); not a test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -76,16 +77,17 @@ def mean(xs) -> float:
 def run(args) -> dict:
     import torch
 
-    from core.jobs import RenderRequest
     from core.ml.handles.renderer import DiffusionHandlesRenderer
-    from core.ml.store import find_model
     from core.preview import render_preview
     from core.quality import REGIONS, edit_regions, held_out_edits, region_scores
     from core.world import layout_scene, render_moved
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    folder = find_model(args.model, role="renderer")
-    renderer = DiffusionHandlesRenderer(folder, device=args.device)
+    from core.request import resolve_request
+    from core.settings import Settings
+
+    user = Settings(device=args.device)
+    renderer = DiffusionHandlesRenderer()
     rows = dict(ROWS)
     if args.variants:
         rows.update(VARIANTS)
@@ -115,21 +117,13 @@ def run(args) -> dict:
                 continue
             from core.ml.handles.presets import preset as get_preset
 
-            st = get_preset(preset, over)
-            req = RenderRequest(
-                scene_id=scene.content_id(),
-                transforms={o.name: o.transform.to_dict() for o in scene.objects},
-                prompt=scene.prompt,
-                seed=args.seed,
-                steps=st.steps,
-                preset=preset,
-                model=str(folder),
-                resolution=st.resolution if preset == "draft" else max(SIZE),
-                device=args.device,
-                settings=over,
-            )
-            img = renderer.render(scene, req)
-            info = renderer.last_info
+            # the request the editor and the CLI build, with the row's settings on top
+            base = resolve_request(scene, {"model": args.model, "preset": preset, "steps": get_preset(preset).steps, "seed": args.seed}, user)
+            if base.missing:
+                raise SystemExit(base.missing)
+            req = dataclasses.replace(base, handles=base.handles.with_overrides(over)) if over else base
+            result = renderer.render(scene, req)
+            img, info = result.image, result.info
             if img.shape[:2] != truth.photo.shape[:2]:
                 raise RuntimeError(f"{name}: image {img.shape} vs truth {truth.photo.shape}")
             scores[name].append(region_scores(img, truth.photo, regions))
@@ -155,7 +149,7 @@ def run(args) -> dict:
             "seconds": mean(secs[name]),
             "identity_seconds": mean([x for x in id_secs[name] if x > 0]) if any(id_secs[name]) else 0.0,
         }
-    return {"table": table, "model": str(folder), "edits": [(lay.seed, kind) for lay, kind, _ in items]}
+    return {"table": table, "model": str(args.model), "edits": [(lay.seed, kind) for lay, kind, _ in items]}
 
 
 def model_quality(args) -> dict:

@@ -21,7 +21,15 @@ class ProjectError(HandlesError):
 
 
 class ModelError(HandlesError):
-    """A model is missing, incomplete or cannot be loaded."""
+    """A model is missing, incomplete or cannot be loaded.
+
+    ``fetch_command``: when the model is simply not on disk, the command that fetches it (the UI
+    offers to copy it); empty otherwise.
+    """
+
+    def __init__(self, message: str = "", fetch_command: str = "") -> None:
+        super().__init__(message)
+        self.fetch_command = fetch_command
 
 
 class RenderCancelled(HandlesError):  # noqa: N818 - a cancellation, not an error

@@ -13,47 +13,106 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from core.errors import RenderCancelled
 
+#: the preset name of a render that needs no model (the geometric preview)
+GEOMETRIC = "geometric"
+
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """Everything that decides a render (serialisable, hashable through :meth:`key`)."""
+    """Everything that decides a render (serialisable, hashable through :meth:`key`).
+
+    Built once, by :func:`core.request.resolve_request`, for the editor and the command line alike;
+    a renderer reads it and decides nothing again. ``handles`` are the typed Diffusion Handles
+    settings (the preset with the user's changes, steps and resolution filled in); ``model_path``
+    is the resolved folder of ``model`` (empty: no diffusion model is used, and ``missing`` /
+    ``fetch_command`` say why and how to get it).
+    """
 
     scene_id: str
-    #: object name -> Transform3D.to_dict() (camera frame)
+    #: object id -> Transform3D.to_dict() (camera frame); objects by stable id, not by name
     transforms: dict[str, dict]
     prompt: str = ""
     seed: int = 0
     steps: int = 50
     #: "reference" | "default" | "fast" | "draft" | "geometric"
     preset: str = "default"
-    #: catalog name or path of the diffusion model
-    model: str = "stable-diffusion-2-depth"
+    #: catalog name or folder of the diffusion model, as the user chose it
+    model: str = "sd2-depth"
     #: long side of the render in pixels (sides are multiples of 64)
     resolution: int = 512
     device: str = "auto"
-    #: preset overrides: guidance weights, schedules, blocks, background blending ...
-    settings: dict[str, Any] = field(default_factory=dict)
+    #: "auto" | "fp32" | "fp16" | "bf16"
+    precision: str = "auto"
+    #: the checked folder of ``model`` on disk ("" when none is used)
+    model_path: str = ""
+    #: the typed engine settings (None for the geometric preview)
+    handles: Any = None
+    #: why the chosen diffusion model is not used (one line; empty when it is)
+    missing: str = ""
+    #: the command that fetches the missing model (empty when unknown or nothing is missing)
+    fetch_command: str = ""
+    #: old projects stored transforms by object name: read-only, for their renders' History
+    legacy_names: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def geometric(self) -> bool:
+        return self.preset == GEOMETRIC
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "handles"}
+        d["handles"] = None if self.handles is None else self.handles.to_dict()
+        return json.loads(json.dumps(d))
 
     @classmethod
     def from_dict(cls, d: dict) -> RenderRequest:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """A request from :meth:`to_dict` (or from an older project: transforms by name, a preset
+        name plus a free dict of overrides)."""
+        from core.ml.handles.presets import PRESETS, HandlesSettings, preset
+
+        known = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in d.items() if k in known}
+        if "handles" not in d and "model_path" not in d:  # an older project's record
+            kw["legacy_names"] = dict(d.get("transforms") or {})
+            kw["transforms"] = {}
+            name = str(d.get("preset", "default"))
+            if name in PRESETS:
+                s = preset(name, d.get("settings") or None)
+                kw["handles"] = replace(s, steps=int(d.get("steps", s.steps)), resolution=int(d.get("resolution", s.resolution)))
+        elif isinstance(kw.get("handles"), dict):
+            kw["handles"] = HandlesSettings().with_overrides(kw["handles"])
+        return cls(**kw)
+
+    def transform_of(self, obj_id: str, name: str = "") -> dict | None:
+        """The requested transform of an object (by id; by name for an older project's record)."""
+        if obj_id in self.transforms:
+            return self.transforms[obj_id]
+        return self.legacy_names.get(name) if name else None
 
     def key(self) -> str:
-        """Stable hash of the request (the device is not part of it: results agree across devices)."""
+        """Stable hash of what decides the pixels (not the device, the precision or where the
+        model lies: results agree across them)."""
         d = self.to_dict()
-        d.pop("device", None)
+        for k in ("device", "precision", "model_path", "missing", "fetch_command"):
+            d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RenderResult:
+    """What a renderer returns: the image, a description of it and data worth keeping."""
+
+    image: np.ndarray  # (H, W, 3) uint8 at the scene's working size
+    #: e.g. {"renderer": "diffusion-handles", "seconds": 12.3, "unet_evals": {...}, "geometric": False}
+    info: dict = field(default_factory=dict)
+    #: named data the client may keep in the project's caches (e.g. "identity:<key>" -> bytes)
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 # ----- events -----
@@ -146,6 +205,7 @@ class Renderer(Protocol):
 
     name: str
 
-    def render(self, scene, request: RenderRequest, emit: EmitFn, token: CancelToken) -> np.ndarray:
-        """Return the (H, W, 3) uint8 result; emit Progress/Preview; raise RenderCancelled on cancel."""
+    def render(self, scene, request: RenderRequest, emit: EmitFn, token: CancelToken, caches: dict | None = None) -> RenderResult:
+        """The result; emit Progress/Preview; raise RenderCancelled on cancel. ``caches``: the
+        project's stored data (name -> bytes) the renderer may reuse (a stored identity)."""
         ...

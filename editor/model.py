@@ -25,6 +25,8 @@ class DocumentModel(QObject):
     objectsChanged = Signal()
     #: an object's transform changed (object id)
     transformChanged = Signal(str)
+    #: (object id) a transform proposed mid-drag was written (no undo step yet)
+    transformPreviewed = Signal(str)
     #: an object's mask changed (object id)
     maskChanged = Signal(str)
     promptChanged = Signal(str)
@@ -86,6 +88,12 @@ class DocumentModel(QObject):
         if obj.transform != transform:
             obj.transform = transform
         self.transformChanged.emit(obj_id)
+
+    def preview_transform(self, obj_id: str, transform: Transform3D) -> None:
+        """A transform proposed mid-drag: written (the one writer of transforms is this model)
+        without an undo step; views that draw the object follow (``transformPreviewed``)."""
+        self.scene.object_by_id(obj_id).transform = transform
+        self.transformPreviewed.emit(obj_id)
 
     def set_variant(self, name: str, transforms: dict | None) -> None:
         """Store ``transforms`` (object name -> Transform3D) as variant ``name``; None removes it."""

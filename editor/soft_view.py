@@ -31,6 +31,9 @@ DRAW_BUDGET = 160_000
 class SoftCloudView(QWidget):
     """See the module docstring. Signals mirror ``PointCloudView`` (only objectPicked is emitted)."""
 
+    #: the software fallback (see viewport.protocol.CloudView)
+    uses_gl = False
+
     transformPreview = Signal(str, object)
     transformCommitted = Signal(str, object, object)
     dragCancelled = Signal(str)

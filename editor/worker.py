@@ -10,9 +10,10 @@ Qt queues the signal to it: slots run in the GUI thread and never block on model
 
 Renderers come from a *renderer factory* ``factory(request) -> Renderer`` called in the worker
 thread (so a diffusion model and torch are imported and loaded there, never in the GUI thread).
-:class:`ModelRendererFactory` is the real one: the Diffusion Handles engine when its model is on
-disk (created lazily, cached, so its identity cache survives between edits of one photo), the
-geometric renderer otherwise, with the reason (and the fetch command) in the result's info.
+:class:`ModelRendererFactory` is the real one: the Diffusion Handles engine when the (already
+resolved) request names a model on disk (created lazily, kept, so its identity cache survives
+between edits of one photo), the geometric renderer otherwise; the request carries the reason
+(and the fetch command), and the result's info repeats it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from core.errors import HandlesError, ModelError, RenderCancelled
+from core.errors import HandlesError, RenderCancelled
 from core.jobs import Cancelled, CancelToken, Error, Finished, Progress, Queued, RenderRequest
 from core.render import GeometricRenderer
 
@@ -65,52 +66,33 @@ def one_line(exc: BaseException) -> str:
 
 
 class ModelRendererFactory:
-    """Real renderer factory: Diffusion Handles when the model is on disk, geometric otherwise.
+    """Real renderer factory: the Diffusion Handles engine for a request that names a model on
+    disk, the geometric preview for one that does not (the request says why).
 
-    Called in the worker thread only. Engines are cached by (model path, device, precision); the
-    engine keeps the identity of the current photo, so it is computed once per photo.
-    ``device``/``precision`` come from the settings ("auto", "cpu", "cuda", "mps" / "auto",
-    "fp32", "fp16", "bf16").
+    Called in the worker thread only. The request is already resolved (model folder, device,
+    precision, settings: :func:`core.request.resolve_request`); the one engine renderer keeps the
+    loaded model (one at a time) and the current photo's identity between requests.
     """
 
-    def __init__(self, device: str = "auto", precision: str = "auto", model_folders: list[str] | None = None) -> None:
-        self.device = device
-        self.precision = precision
-        self.model_folders = list(model_folders or [])
-        self._engines: dict[tuple, Any] = {}
+    def __init__(self) -> None:
+        self._engine = None
         self._lock = threading.Lock()
 
-    def find(self, model: str):
-        """Path of ``model`` on disk; raises ModelError (with the fetch command) when missing."""
-        from core.ml import store
-
-        return store.find_model(model, role="renderer", extra_dirs=self.model_folders)
-
     def __call__(self, request: RenderRequest):
-        if request.preset == "geometric":
+        if request.geometric or not request.model_path:
             return GeometricRenderer()
-        try:
-            path = self.find(request.model)
-        except ModelError as exc:
-            r = GeometricRenderer()
-            r.fallback_message = str(exc)
-            return r
-        device = request.device if request.device not in ("", None, "auto") else self.device
-        dtype = None if self.precision == "auto" else self.precision
-        key = (str(path), device, dtype)
         with self._lock:
-            engine = self._engines.get(key)
-            if engine is None:
+            if self._engine is None:
                 from core.ml.handles import DiffusionHandlesRenderer  # heavy: torch, diffusers
 
-                self._engines.clear()  # one engine at a time: release the memory of the previous one
-                engine = DiffusionHandlesRenderer(path, device=device, dtype=dtype)
-                self._engines[key] = engine
-        return engine
+                self._engine = DiffusionHandlesRenderer()
+            return self._engine
 
     def unload(self) -> None:
         with self._lock:
-            self._engines.clear()
+            if self._engine is not None:
+                self._engine.clear()
+            self._engine = None
 
 
 class _Thread(QThread):
@@ -229,21 +211,6 @@ class RenderWorker(QObject):
                     self._current = None
                 self._update_busy()
 
-    @staticmethod
-    def _reuse_identity(renderer, job: _Job) -> str | None:
-        """Hand a stored identity of this photo to a diffusion renderer; the cache name, or None."""
-        if not hasattr(renderer, "identity_key"):
-            return None
-        from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX
-
-        name = IDENTITY_CACHE_PREFIX + renderer.identity_key(job.scene, job.request)
-        if name in job.caches:
-            try:
-                renderer.add_identity_bytes(job.caches[name])
-            except Exception:  # noqa: BLE001 - a damaged cache only costs a recomputation
-                job.caches.pop(name, None)
-        return name
-
     def _execute(self, job: _Job) -> None:
         def emit(ev) -> None:
             self.event.emit(job.id, ev)
@@ -260,22 +227,12 @@ class RenderWorker(QObject):
             renderer = self.renderer_factory(request)
             job.token.check()
             t0 = time.monotonic()
-            identity_name = self._reuse_identity(renderer, job)
-            image = renderer.render(job.scene, request, emit, job.token)
+            result = renderer.render(job.scene, request, emit, job.token, caches=job.caches)
             job.token.check()
-            blobs = {}
-            if identity_name and identity_name not in job.caches:
-                data = renderer.identity_bytes(identity_name.split(":", 1)[1])
-                if data:
-                    blobs[identity_name] = data
-            info = {"renderer": getattr(renderer, "name", type(renderer).__name__)}
-            info.update(dict(getattr(renderer, "last_info", None) or {}))
+            info = {"renderer": getattr(renderer, "name", type(renderer).__name__), **result.info}
             info.setdefault("seconds", round(time.monotonic() - t0, 3))
             info.setdefault("geometric", isinstance(renderer, GeometricRenderer))
-            fallback = getattr(renderer, "fallback_message", None)
-            if fallback:
-                info["model_missing"] = fallback
-            emit(Finished(request, image, info, blobs))
+            emit(Finished(request, result.image, info, dict(result.blobs)))
         except RenderCancelled:
             emit(Cancelled(job.request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event, never a crash

@@ -18,7 +18,6 @@ def main(out: Path) -> int:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from core.jobs import RenderRequest
     from core.ml.handles.renderer import DiffusionHandlesRenderer
     from core.preview import render_preview
     from core.sample import render_sample, sample_scene
@@ -31,18 +30,12 @@ def main(out: Path) -> int:
     tr = Transform3D.from_axis_angle(tuple(STAGE_TO_CAM @ np.array([0.0, -1.0, 0.0])), 40.0, translation=tuple(STAGE_TO_CAM @ np.array([0.8, 0.0, -0.3])))
     scene.object("box").transform = tr
     preview = render_preview(scene).image
-    req = RenderRequest(
-        scene_id=scene.content_id(),
-        transforms={"box": tr.to_dict()},
-        prompt=scene.prompt,
-        steps=25,
-        preset="default",
-        model="world",
-        resolution=256,
-        device="cpu",
-    )
+    from core.request import resolve_request
+    from core.settings import Settings
+
+    req = resolve_request(scene, {"preset": "default", "steps": 25}, Settings(device="cpu"))
     t0 = time.monotonic()
-    rendered = DiffusionHandlesRenderer("world", device="cpu").render(scene, req)
+    rendered = DiffusionHandlesRenderer().render(scene, req).image
     secs = time.monotonic() - t0
     truth = render_sample({"box": tr}).photo
     tiles = [("photo", photo), ("geometric preview", preview), (f"Diffusion Handles, world model ({secs:.0f} s)", rendered), ("ground truth", truth)]

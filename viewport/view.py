@@ -14,11 +14,12 @@ or Alt+left drag orbits; middle or Shift+left drag pans; the wheel zooms towards
 left click picks an object. Keys: F frames the selection (or the scene), Home looks through the
 photo's camera, +/- change the point size, Esc (or a right click) cancels a drag.
 
-Contract with the editor: during a drag the view writes the dragged object's ``transform`` on the
-scene (so previews reading the scene follow) and emits ``transformPreview`` on every mouse move;
-at release it emits ``transformCommitted(id, old, new)`` (the editor records the undo step; the
-object already holds ``new``); on cancel it restores ``old`` and emits ``dragCancelled``. The view
-keeps no undo history. After changing transforms elsewhere call :meth:`refresh_object`; after
+Contract with the editor (:class:`viewport.protocol.CloudView`): the view never writes a
+transform. During a drag it proposes one on every mouse move (``transformPreview(id, t)``; the
+editor's document model writes it, so previews reading the scene follow); at release it emits
+``transformCommitted(id, old, new)`` (the editor records the undo step, which writes ``new``); on
+cancel it emits ``dragCancelled(id)`` (the editor puts ``old`` back). The view keeps no undo
+history. After changing transforms elsewhere call :meth:`refresh_object`; after
 changing masks or the object list call :meth:`set_scene` again (or :meth:`refresh_object`, which
 notices a changed mask).
 """
@@ -109,6 +110,9 @@ _BOX_EDGES = [(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0
 
 class PointCloudView(QOpenGLWidget):
     """The 3D view of a scene. See the module docstring for the mouse, keys and signal contract."""
+
+    #: the OpenGL view (see viewport.protocol.CloudView)
+    uses_gl = True
 
     #: (object id, Transform3D) on every mouse move of a drag
     transformPreview = Signal(str, object)
@@ -594,10 +598,7 @@ class PointCloudView(QOpenGLWidget):
         self._drag = None
         self._drag_id = None
         if self._scene is not None:
-            try:
-                self._scene.object_by_id(obj_id).transform = drag.cancel()
-            except KeyError:
-                pass
+            drag.cancel()  # the editor puts the start transform back (its document model writes)
         if emit:
             self.dragCancelled.emit(obj_id)
         self.update()
@@ -642,9 +643,7 @@ class PointCloudView(QOpenGLWidget):
         if self._drag is not None:
             snap = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
             t = self._drag.update(pos.x(), pos.y(), snap=snap)
-            obj = self._scene.object_by_id(self._drag_id)
-            obj.transform = t
-            self.transformPreview.emit(self._drag_id, t)
+            self.transformPreview.emit(self._drag_id, t)  # proposed: the editor's document model writes it
             self.update()
             event.accept()
             return
@@ -677,8 +676,6 @@ class PointCloudView(QOpenGLWidget):
             new = drag.update(pos.x(), pos.y(), snap=snap)
             self._drag = None
             self._drag_id = None
-            obj = self._scene.object_by_id(obj_id)
-            obj.transform = new
             if new != drag.start:
                 self.transformCommitted.emit(obj_id, drag.start, new)
             self.update()

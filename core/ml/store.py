@@ -523,7 +523,7 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
             raise ModelError(f"model '{entry.name}' is a {entry.role} model, not a {role}")
         candidates = _candidate_folders(entry, dirs)
         if not candidates:
-            raise ModelError(_missing_message(entry, dirs))
+            raise ModelError(_missing_message(entry, dirs), fetch_command=entry.fetch_command)
         first_error: str | None = None
         for folder in candidates:
             try:
@@ -531,7 +531,9 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
                 return folder
             except ModelError as exc:
                 first_error = first_error or str(exc)
-        raise ModelError(first_error or _missing_message(entry, dirs))
+        if first_error:
+            raise ModelError(first_error)
+        raise ModelError(_missing_message(entry, dirs), fetch_command=entry.fetch_command)
 
     # Not in the catalog: an "org/name" repo id may still be cached.
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
@@ -541,7 +543,8 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
                 for snap in _snapshot_candidates(repo_dir, "main"):
                     check_model_folder(snap, role)
                     return snap
-        raise ModelError(f"model '{text}' is not on disk; fetch it with: {fetch_command(text)}  (searched: {', '.join(map(str, dirs))})")
+        cmd = fetch_command(text)
+        raise ModelError(f"model '{text}' is not on disk; fetch it with: {cmd}  (searched: {', '.join(map(str, dirs))})", fetch_command=cmd)
     names = ", ".join(e.name for e in catalog() if role is None or e.role == role)
     raise ModelError(f"unknown model '{text}': give a model folder or one of: {names}")
 

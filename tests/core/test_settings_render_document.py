@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import warnings
 
 import numpy as np
 import pytest
 
-from core.errors import RenderCancelled
-from core.jobs import CancelToken, Preview, Progress, RenderRequest
+from core.jobs import CancelToken, RenderRequest
 from core.settings import Settings, load_settings, save_settings, settings_path
 
 
@@ -84,68 +82,20 @@ def _request(**kw) -> RenderRequest:
     return RenderRequest(**d)
 
 
-def test_fake_renderer_is_deterministic_and_reports(sample_scene):
-    from core.render import FakeRenderer
-
-    events = []
-    r = FakeRenderer(steps=6, preview_every=2)
-    req = _request()
-    a = r.render(sample_scene, req, events.append, CancelToken())
-    b = FakeRenderer(steps=6).render(sample_scene, req, lambda e: None, CancelToken())
-    c = FakeRenderer(steps=6).render(sample_scene, _request(seed=2), lambda e: None, CancelToken())
-    assert a.shape == sample_scene.photo.shape and a.dtype == np.uint8
-    assert np.array_equal(a, b) and not np.array_equal(a, c)
-    progress = [e for e in events if isinstance(e, Progress)]
-    assert [e.step for e in progress] == [1, 2, 3, 4, 5, 6] and all(e.total == 6 for e in progress)
-    assert progress[-1].eta_s == pytest.approx(0.0, abs=1e-6)
-    assert [e.step for e in events if isinstance(e, Preview)] == [2, 4]
-    # tint = 25 % of the request's colour: the photo still shows through
-    diff = np.abs(a.astype(int) - sample_scene.photo.astype(int))
-    assert diff.max() <= 64
-
-
-def test_fake_renderer_cancels_within_a_step(sample_scene):
-    from core.render import FakeRenderer
-
-    r = FakeRenderer(delay_per_step=0.2, steps=50)
-    token = CancelToken()
-    steps = []
-
-    def emit(e):
-        if isinstance(e, Progress):
-            steps.append(e.step)
-            if e.step == 2:
-                threading.Timer(0.05, token.cancel).start()
-
-    import time
-
-    t0 = time.monotonic()
-    with pytest.raises(RenderCancelled):
-        r.render(sample_scene, _request(steps=50), emit, token)
-    assert time.monotonic() - t0 < 1.0  # 2 steps of 0.2 s plus at most part of one step
-    assert max(steps) <= 3
-
-
-def test_fake_renderer_failure(sample_scene):
-    from core.render import FakeRenderer
-
-    with pytest.raises(ValueError, match="bad thing"):
-        FakeRenderer(fail_at_step=1, fail_error=ValueError("bad thing")).render(sample_scene, _request(), lambda e: None, CancelToken())
-
-
 def test_geometric_renderer_moves_the_object(sample_scene):
     from core.render import GeometricRenderer
     from core.transform import Transform3D
 
     r = GeometricRenderer()
     same = r.render(sample_scene, _request(), lambda e: None, CancelToken())
-    assert r.last_info["geometric"] is True and r.last_info["hole_fraction"] == 0.0
+    assert same.info["geometric"] is True and same.info["hole_fraction"] == 0.0
     # with no move the geometric render is the photo
-    assert np.abs(same.astype(int) - sample_scene.photo.astype(int)).mean() < 1.0
+    assert np.abs(same.image.astype(int) - sample_scene.photo.astype(int)).mean() < 1.0
     box = sample_scene.object("box")
-    moved_req = _request(transforms={"box": Transform3D(translation=(0.4, 0.0, 0.0)).to_dict()})
-    moved = r.render(sample_scene, moved_req, lambda e: None, CancelToken())
-    assert r.last_info["hole_fraction"] > 0.001
+    moved_req = _request(transforms={box.id: Transform3D(translation=(0.4, 0.0, 0.0)).to_dict()})
+    result = r.render(sample_scene, moved_req, lambda e: None, CancelToken())
+    moved = result.image
+    assert result.info["hole_fraction"] > 0.001
     # pixels of the box's old place changed; the request did not touch the scene itself
     assert np.abs(moved.astype(int) - sample_scene.photo.astype(int))[box.mask].mean() > 5
     assert box.transform.is_identity()
@@ -156,7 +106,7 @@ def test_scene_for_request_rejects_a_bad_transform(sample_scene):
     from core.render import scene_for_request
 
     with pytest.raises(InputError, match="box"):
-        scene_for_request(sample_scene, _request(transforms={"box": {"scale": -1}}))
+        scene_for_request(sample_scene, _request(transforms={sample_scene.object("box").id: {"scale": -1}}))
 
 
 # ----- document -----

@@ -50,8 +50,9 @@ def sample_scene(_sample_scene_once):
 def make_window(qtbot, tmp_path, sample_scene):
     """make_window(factory=None, document=None, recovery_dir=None, **kw) -> a shown MainWindow on the
     software 3D view (offscreen has no GL) with a FakeRenderer unless told otherwise."""
+    from fakes import FakeRenderer
+
     from core.document import Document
-    from core.render import FakeRenderer
     from editor.files import RecoveryManager
     from editor.main_window import MainWindow
 

@@ -6,9 +6,10 @@ import threading
 
 import numpy as np
 import pytest
+from fakes import FakeRenderer
 
 from core.jobs import Cancelled, Error, Finished, Progress, Queued, RenderRequest
-from core.render import FakeRenderer, GeometricRenderer
+from core.render import GeometricRenderer
 from editor.worker import ModelRendererFactory, RenderWorker, TaskDone
 
 
@@ -115,12 +116,18 @@ def test_tasks_return_results(qtbot, worker):
     assert rec.last(job).result == 45 and rec.last(job).name == "sum"
 
 
-def test_model_factory_falls_back_to_geometric_with_the_fetch_command(tmp_path, monkeypatch):
+def test_a_missing_model_renders_the_geometric_preview_and_says_how_to_fetch_it(tmp_path, monkeypatch, sample_scene):
+    from core.jobs import CancelToken
+    from core.request import resolve_request
+    from core.settings import Settings
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HANDLES_MODEL_DIRS", str(tmp_path / "none"))
-    f = ModelRendererFactory()
-    r = f(RenderRequest(scene_id="s", transforms={}, model="sd2-depth"))
+    req = resolve_request(sample_scene, {"model": "sd2-depth"}, Settings())
+    assert req.geometric and req.model == "sd2-depth" and not req.model_path
+    assert req.fetch_command.startswith("hf download stabilityai/stable-diffusion-2-depth")
+    r = ModelRendererFactory()(req)
     assert isinstance(r, GeometricRenderer)
-    assert "hf download stabilityai/stable-diffusion-2-depth" in r.fallback_message
-    assert isinstance(f(RenderRequest(scene_id="s", transforms={}, preset="geometric")), GeometricRenderer)
+    result = r.render(sample_scene, req, lambda e: None, CancelToken())
+    assert result.info["geometric"] is True and "hf download" in result.info["model_missing"]

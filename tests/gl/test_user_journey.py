@@ -135,7 +135,7 @@ def test_wand_drag_render_undo_save_reopen(qtbot, gl_context_info, tmp_path, mon
         assert len(win2.doc.renders) == len(win.doc.renders)
         assert np.array_equal(win2.doc.renders[-1].image, win.doc.renders[-1].image)
         assert np.array_equal(win2.scene.photo, photo)
-        assert "journey" in win2.windowTitle() and win2.windowTitle().startswith("Handles Studio")
+        assert win2.windowTitle() == "journey[*]" and not win2.isWindowModified()
     finally:
         for w in windows:
             w.shutdown()

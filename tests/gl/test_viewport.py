@@ -85,7 +85,28 @@ def release(v, p, button=None, mods=None):
     QTest.mouseRelease(v, button or Qt.MouseButton.LeftButton, mods or Qt.KeyboardModifier.NoModifier, qpoint(p))
 
 
-def recorder(v):
+def recorder(v, write=True):
+    """The view's signals, logged; with ``write`` also applied to the scene as the editor's
+    document model does (the view itself never writes a transform)."""
+    if write:
+        starts = {}
+
+        def preview(i, t):
+            o = v.scene().object_by_id(i)
+            starts.setdefault(i, o.transform)
+            o.transform = t
+
+        def commit(i, _old, new):
+            starts.pop(i, None)
+            v.scene().object_by_id(i).transform = new
+
+        def cancel(i):
+            if i in starts:
+                v.scene().object_by_id(i).transform = starts.pop(i)
+
+        v.transformPreview.connect(preview)
+        v.transformCommitted.connect(commit)
+        v.dragCancelled.connect(cancel)
     log = {"preview": [], "commit": [], "cancel": [], "picked": []}
     v.transformPreview.connect(lambda i, t: log["preview"].append((i, t)))
     v.transformCommitted.connect(lambda i, a, b: log["commit"].append((i, a, b)))
@@ -234,6 +255,21 @@ def test_dragging_the_x_arrow_moves_the_box_by_the_expected_amount(view, scene):
     assert changed[~result.hole].mean() < 0.01
 
 
+def test_the_view_proposes_transforms_and_never_writes_them(view, scene):
+    """One writer of transforms (the editor's document model): a drag with nobody applying the
+    proposals leaves the scene untouched, yet proposes a moved box and commits it."""
+    box = obj(scene, "box")
+    view.set_selected(box.id)
+    log = recorder(view, write=False)
+    start = arrow_screen(view, 0)
+    press(view, start)
+    move(view, start + [40, 0])
+    release(view, start + [40, 0])
+    assert len(log["preview"]) == 1 and log["preview"][0][1].t[0] > 0.05
+    assert len(log["commit"]) == 1 and log["commit"][0][2].t[0] > 0.05
+    assert box.transform.is_identity()
+
+
 def test_escape_cancels_a_drag(view, scene):
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
@@ -304,6 +340,7 @@ def test_ctrl_snaps_the_drag(view, scene):
 
     box = obj(scene, "box")
     view.set_selected(box.id)
+    recorder(view)
     start = arrow_screen(view, 0)
     press(view, start)
     p = QPointF(float(round(start[0] + 37)), float(round(start[1])))
@@ -323,6 +360,7 @@ def test_scale_drag(view, scene):
     sphere = obj(scene, "sphere")
     view.set_selected(sphere.id)
     view.set_gizmo_mode("scale")
+    recorder(view)
     c = np.array(view.camera.project_point(view.gizmo_pose().centre))
     grab = c + [60, 0]
     press(view, grab)

@@ -10,14 +10,14 @@ pytest.importorskip("torch")
 
 from tiny_sd import synthetic_scene  # noqa: E402
 
-from core.jobs import Finished, RenderRequest  # noqa: E402
+from core.jobs import Finished  # noqa: E402
 from core.transform import Transform3D  # noqa: E402
 
 
 def _render(qtbot, scene, request, caches=None) -> Finished:
     from editor.worker import ModelRendererFactory, RenderWorker
 
-    worker = RenderWorker(ModelRendererFactory(device="cpu"))  # a fresh factory: a fresh engine
+    worker = RenderWorker(ModelRendererFactory())  # a fresh factory: a fresh engine
     events = []
     worker.event.connect(lambda job, ev: events.append(ev))
     try:
@@ -32,16 +32,12 @@ def _render(qtbot, scene, request, caches=None) -> Finished:
 
 def test_identity_goes_to_the_project_and_comes_back(qtbot, tiny_sd_dir):
     scene = synthetic_scene(128, 64)
-    request = RenderRequest(
-        scene_id=scene.content_id(),
-        transforms={"box": Transform3D(translation=(0.3, 0.0, 0.0)).to_dict()},
-        prompt=scene.prompt,
-        steps=3,
-        preset="default",
-        model=str(tiny_sd_dir),
-        resolution=128,
-        device="cpu",
-    )
+    from core.request import resolve_request
+    from core.settings import Settings
+
+    scene.object("box").transform = Transform3D(translation=(0.3, 0.0, 0.0))
+    request = resolve_request(scene, {"model": str(tiny_sd_dir), "preset": "default", "steps": 3}, Settings(device="cpu"), resolution=128)
+    assert request.model_path and not request.missing
     first = _render(qtbot, scene, request)
     assert first.info["geometric"] is False
     assert list(first.blobs) == ["identity:" + first.info["identity_key"]]

@@ -65,7 +65,7 @@ def test_project_identity_is_stored_and_reused(tiny_sd_dir, tmp_path):
     b = tmp_path / "b.png"
     r2 = _run("render", proj, "--translate", "0.3", "0", "0", "--model", tiny_sd_dir, "--steps", "3", "--device", "cpu", "-o", b)
     assert r2.returncode == 0, r2.stderr
-    assert "reusing the identity stored" in r2.stderr and "identity reused" in r2.stdout
+    assert "reused the identity stored" in r2.stderr and "identity reused" in r2.stdout
     assert "identity [" not in r2.stderr  # no inversion this time
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 

@@ -20,33 +20,51 @@ STEPS = 4
 OLD_START = {"preview_start": 0.0, "preview_keep": 0.0, "background_blend": True, "paste_objects": False, "guided_until": 0.5}
 
 
+MODEL: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _model(tiny_sd_dir):
+    MODEL["path"] = str(tiny_sd_dir)
+
+
 def _request(scene, dx=0.4, warp_start=False, **settings):
+    from dataclasses import replace
+
+    from core.ml.handles.presets import preset
+
     settings.setdefault("preview_every", 2)
     if not warp_start:
         for k, v in OLD_START.items():
             settings.setdefault(k, v)
+    name = settings.pop("preset", "default")
+    res = settings.pop("resolution", max(scene.size))
     return RenderRequest(
         scene_id=scene.content_id(),
-        transforms={"box": Transform3D(translation=(dx, 0.0, 0.0)).to_dict()},
+        transforms={scene.object("box").id: Transform3D(translation=(dx, 0.0, 0.0)).to_dict()},
         prompt=scene.prompt,
         steps=STEPS,
-        preset=settings.pop("preset", "default"),
-        resolution=settings.pop("resolution", max(scene.size)),
-        settings=settings,
+        preset=name,
+        resolution=res,
+        device="cpu",
+        model="tiny",
+        model_path=MODEL["path"],
+        handles=replace(preset(name, settings), steps=STEPS, resolution=res),
     )
 
 
 @pytest.fixture
-def renderer(tiny_sd_dir):
+def renderer():
     from core.ml.handles.renderer import DiffusionHandlesRenderer
 
-    return DiffusionHandlesRenderer(tiny_sd_dir, device="cpu")
+    return DiffusionHandlesRenderer()
 
 
 def test_render_emits_events_and_returns_the_working_size(renderer):
     scene = synthetic_scene(128, 64)
     events = []
-    img = renderer.render(scene, _request(scene), events.append, CancelToken())
+    res = renderer.render(scene, _request(scene), events.append, CancelToken())
+    img, info = res.image, res.info
     assert img.shape == (64, 128, 3) and img.dtype == np.uint8
     stages = [e.stage for e in events if isinstance(e, Progress)]
     for stage in ("loading", "identity", "render", "decode"):
@@ -55,7 +73,9 @@ def test_render_emits_events_and_returns_the_working_size(renderer):
     assert render_steps == list(range(1, STEPS + 1))
     previews = [e for e in events if isinstance(e, Preview)]
     assert previews and previews[0].image.shape == (64, 128, 3) and previews[0].step == 2
-    info = renderer.last_info
+    # the load announced how long it would take
+    loading = [e for e in events if isinstance(e, Progress) and e.stage == "loading"]
+    assert loading[0].eta_s is not None and loading[0].eta_s > 0
     assert info["guided_steps"] == 2 and info["unet_evals"] == {"forward_backward": 2, "cfg": STEPS}
     assert info["identity_unet_evals"] == {"forward": STEPS, "cfg": STEPS}
     # the planner the benchmark scales by agrees with what ran
@@ -64,29 +84,29 @@ def test_render_emits_events_and_returns_the_working_size(renderer):
     assert s.expected_unet_evals(identity=True) == info["identity_unet_evals"]
 
 
-def test_identity_is_cached_and_restored_from_bytes(renderer, tiny_sd_dir):
+def test_identity_is_cached_and_restored_from_bytes(renderer):
+    import dataclasses
+
     from core.ml.handles.renderer import DiffusionHandlesRenderer
 
     scene = synthetic_scene(128, 64)
     first = renderer.render(scene, _request(scene, dx=0.3), lambda e: None, CancelToken())
-    key = renderer.last_info["identity_key"]
-    assert renderer.identity_key(scene, _request(scene, dx=0.3), model_id=str(tiny_sd_dir)) == key
-    second = renderer.render(scene, _request(scene, dx=-0.3), lambda e: None, CancelToken())
-    assert renderer.last_info["identity_reused"] == "memory"
-    assert renderer.last_info["identity_unet_evals"] == {}
-    assert not np.array_equal(first, second)
+    key = first.info["identity_key"]
+    assert renderer.identity_key(scene, _request(scene, dx=0.3)) == key
+    # a newly computed identity comes back for the project to keep, under its cache name
+    assert list(first.blobs) == ["identity:" + key]
+    second = renderer.render(scene, _request(scene, dx=-0.3), lambda e: None, CancelToken(), caches=dict(first.blobs))
+    assert second.info["identity_reused"] == "memory" and second.blobs == {}
+    assert second.info["identity_unet_evals"] == {}
+    assert not np.array_equal(first.image, second.image)
     # a different prompt is a different identity
-    other = _request(scene, dx=0.3)
-    other = RenderRequest(**{**other.to_dict(), "prompt": "a blue box"})
-    renderer.render(scene, other, lambda e: None, CancelToken())
-    assert renderer.last_info["identity_key"] != key
-    # a fresh renderer given the stored bytes skips the identity and renders the same image
-    data = renderer.identity_bytes(key)
-    fresh = DiffusionHandlesRenderer(tiny_sd_dir, device="cpu")
-    assert fresh.add_identity_bytes(data) == key
-    again = fresh.render(scene, _request(scene, dx=0.3), lambda e: None, CancelToken())
-    assert fresh.last_info["identity_reused"] == "stored"
-    assert np.array_equal(again, first)
+    other = dataclasses.replace(_request(scene, dx=0.3), prompt="a blue box")
+    assert renderer.render(scene, other, lambda e: None, CancelToken()).info["identity_key"] != key
+    # a fresh renderer given the project's caches skips the identity and renders the same image
+    fresh = DiffusionHandlesRenderer()
+    again = fresh.render(scene, _request(scene, dx=0.3), lambda e: None, CancelToken(), caches=dict(first.blobs))
+    assert again.info["identity_reused"] == "stored" and again.info["identity_unet_evals"] == {}
+    assert np.array_equal(again.image, first.image)
 
 
 def test_background_far_from_the_objects_equals_the_reconstruction(renderer):
@@ -98,9 +118,10 @@ def test_background_far_from_the_objects_equals_the_reconstruction(renderer):
 
     scene = synthetic_scene(128, 64)
     req = _request(scene, dx=0.4, paste_background=False, blend_margin=1, blend_feather=0)
-    img = renderer.render(scene, req, lambda e: None, CancelToken())
+    res = renderer.render(scene, req, lambda e: None, CancelToken())
+    img = res.image
     eng = HandlesEngine(renderer._engine.m)
-    ident = renderer._identities[renderer.last_info["identity_key"]]
+    ident = renderer._identities[res.info["identity_key"]]
     recon = eng.decode_latent(eng.reconstruct(ident, renderer.settings_for(req)))
     changed = plan(scene_for_request(scene, req)).changed
     far = ndimage.distance_transform_edt(~changed) > 40
@@ -108,7 +129,7 @@ def test_background_far_from_the_objects_equals_the_reconstruction(renderer):
     assert np.array_equal(img[far], recon[far])
     assert not np.array_equal(img[changed], recon[changed])
     # without blending the far pixels drift (so the equality above is the option's doing)
-    free = renderer.render(scene, _request(scene, dx=0.4, paste_background=False, background_blend=False), lambda e: None, CancelToken())
+    free = renderer.render(scene, _request(scene, dx=0.4, paste_background=False, background_blend=False), lambda e: None, CancelToken()).image
     assert not np.array_equal(free[far], recon[far])
 
 
@@ -120,7 +141,7 @@ def test_paste_keeps_the_photo_outside_the_changed_region(renderer):
 
     scene = synthetic_scene(128, 64)
     req = _request(scene, dx=0.4, paste_margin=4, paste_feather=4)
-    img = renderer.render(scene, req, lambda e: None, CancelToken())
+    img = renderer.render(scene, req, lambda e: None, CancelToken()).image
     changed = plan(scene_for_request(scene, req)).changed
     d = ndimage.distance_transform_edt(~changed)
     assert np.array_equal(img[d > 9], scene.photo[d > 9])
@@ -129,20 +150,19 @@ def test_paste_keeps_the_photo_outside_the_changed_region(renderer):
 
 def test_lower_resolution_renders_and_returns_the_working_size(renderer):
     scene = synthetic_scene(256, 128)
-    img = renderer.render(scene, _request(scene, preset="draft", resolution=128, warp_start=True), lambda e: None, CancelToken())
-    assert img.shape == (128, 256, 3)
-    assert renderer.last_info["render_size"] == [128, 64]
-    assert renderer.last_info["unet_evals"].get("forward_backward", 0) == 0
-    assert renderer.last_info["start_step"] == 2  # 40 % of STEPS, rounded
-    assert renderer.last_info["unet_evals"] == {"cfg": STEPS - 2}
+    res = renderer.render(scene, _request(scene, preset="draft", resolution=128, warp_start=True), lambda e: None, CancelToken())
+    assert res.image.shape == (128, 256, 3)
+    assert res.info["render_size"] == [128, 64]
+    assert res.info["unet_evals"].get("forward_backward", 0) == 0
+    assert res.info["start_step"] == 2  # 40 % of STEPS, rounded
+    assert res.info["unet_evals"] == {"cfg": STEPS - 2}
 
 
 def test_warp_then_refine_counts_events_and_evaluations(renderer):
     scene = synthetic_scene(128, 64)
     events = []
     req = _request(scene, warp_start=True)
-    renderer.render(scene, req, events.append, CancelToken())
-    info = renderer.last_info
+    info = renderer.render(scene, req, events.append, CancelToken()).info
     s = renderer.settings_for(req)
     k0 = s.n_start()
     assert k0 == 2 and info["start_step"] == k0
@@ -160,11 +180,11 @@ def test_the_seed_changes_the_edited_region_only(renderer):
     from core.render import scene_for_request
 
     scene = synthetic_scene(128, 64)
-    a = renderer.render(scene, _request(scene, warp_start=True), lambda e: None, CancelToken())
+    a = renderer.render(scene, _request(scene, warp_start=True), lambda e: None, CancelToken()).image
     import dataclasses
 
     req_b = dataclasses.replace(_request(scene, warp_start=True), seed=7)
-    b = renderer.render(scene, req_b, lambda e: None, CancelToken())
+    b = renderer.render(scene, req_b, lambda e: None, CancelToken()).image
     p = plan(scene_for_request(scene, req_b))
     outside = ndimage.distance_transform_edt(~p.changed) > 26  # beyond the paste margin and feather
     assert outside.sum() > 100
@@ -180,7 +200,7 @@ def test_object_paste_keeps_the_moved_objects_known_pixels(renderer):
 
     scene = synthetic_scene(128, 64)
     req = _request(scene, warp_start=True)
-    img = renderer.render(scene, req, lambda e: None, CancelToken())
+    img = renderer.render(scene, req, lambda e: None, CancelToken()).image
     edited = scene_for_request(scene, req)
     p = plan(edited)
     known = np.isfinite(p.src_x)

@@ -15,7 +15,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.jobs import RenderRequest  # noqa: E402
 from core.quality import edit_regions, psnr  # noqa: E402
 from core.transform import Transform3D  # noqa: E402
 from core.world import HELD_OUT_SEED, STAGE_TO_CAM, layout_scene, random_layout, render_moved  # noqa: E402
@@ -35,7 +34,7 @@ def renderer():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     from core.ml.handles.renderer import DiffusionHandlesRenderer
 
-    return DiffusionHandlesRenderer("world", device="cpu")
+    return DiffusionHandlesRenderer()
 
 
 def _box_scene():
@@ -53,17 +52,15 @@ def _box_scene():
 
 
 def _request(scene, preset="default", **settings):
-    return RenderRequest(
-        scene_id=scene.content_id(),
-        transforms={o.name: o.transform.to_dict() for o in scene.objects},
-        prompt=scene.prompt,
-        steps=25,
-        preset=preset,
-        model="world",
-        resolution=max(SIZE),
-        device="cpu",
-        settings=settings,
-    )
+    """The request the editor and the CLI build for this scene (the world model is its default)."""
+    import dataclasses
+
+    from core.request import resolve_request
+    from core.settings import Settings
+
+    req = resolve_request(scene, {"preset": preset, "steps": 25}, Settings(device="cpu"))
+    assert req.model == "world" and req.model_path and req.resolution == max(SIZE)
+    return dataclasses.replace(req, handles=req.handles.with_overrides(settings)) if settings else req
 
 
 def test_the_bundled_model_loads_offline_without_network(monkeypatch):
@@ -89,9 +86,9 @@ def test_moving_the_box_puts_it_at_its_true_place_and_keeps_the_rest(renderer):
     truth = render_moved(lay, {name: tr}, *SIZE)
     scene = layout_scene(lay, *SIZE)
     scene.object(name).transform = tr
-    out = renderer.render(scene, _request(scene))
+    out = renderer.render(scene, _request(scene)).image
     # the ablation: plain depth-conditioned denoising from the inverted noise, no guidance, no paste
-    ablation = renderer.render(scene, _request(scene, grad_steps=0, preview_start=0.0, preview_keep=0.0, background_blend=True, paste_objects=False))
+    ablation = renderer.render(scene, _request(scene, grad_steps=0, preview_start=0.0, preview_keep=0.0, background_blend=True, paste_objects=False)).image
     reg = edit_regions({o.name: o.mask for o in src.objects}, truth.masks, {name}, src.photo, truth.photo)
     got, base = psnr(out, truth.photo, reg["object"]), psnr(ablation, truth.photo, reg["object"])
     assert got > OBJECT_MIN_DB, f"moved box {got:.1f} dB"
@@ -108,6 +105,6 @@ def test_moving_the_box_puts_it_at_its_true_place_and_keeps_the_rest(renderer):
 def test_the_identity_transform_reproduces_the_photo(renderer):
     lay, _name, _tr = _box_scene()
     scene = layout_scene(lay, *SIZE)
-    out = renderer.render(scene, _request(scene))
+    out = renderer.render(scene, _request(scene)).image
     assert psnr(out, scene.photo) > 40.0
     assert np.abs(out.astype(int) - scene.photo.astype(int)).max() <= 1

@@ -68,9 +68,11 @@ def _progress_printer(stream=None):
 
 
 def cmd_render(args) -> int:
+    from dataclasses import replace
+
     import numpy as np
 
-    from core.jobs import CancelToken, RenderRequest
+    from core.jobs import CancelToken
     from core.ml.handles.presets import preset
 
     out = Path(args.output)
@@ -108,57 +110,54 @@ def cmd_render(args) -> int:
 
     apply_edit(scene, args, kind)
 
-    from core.ml.handles.models import resolve_model
-    from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX, DiffusionHandlesRenderer
-    from core.ml.store import native_resolution, world_only
+    from core.errors import ModelError
+    from core.ml.handles.renderer import DiffusionHandlesRenderer
+    from core.request import resolve_request
+    from core.settings import load_settings
     from core.world import is_world_scene
 
-    if args.model is None:  # the world model for the world's scenes, SD2-depth for photos
-        args.model = "world" if is_world_scene(scene) else "stable-diffusion-2-depth"
-    model_dir = resolve_model(args.model)  # a missing model: one line with the fetch command
-    if world_only(args.model):
-        if not is_world_scene(scene):
-            print(
-                f"note: the model '{args.model}' knows only the procedural world (the sample's stage); "
-                "on other photos it cannot render faithfully: use a real model such as sd2-depth",
-                file=sys.stderr,
-            )
-    renderer = DiffusionHandlesRenderer(model_dir, device=args.device, dtype=args.precision)
-    request = RenderRequest(
-        scene_id=scene.content_id(),
-        transforms={o.name: o.transform.to_dict() for o in scene.objects},
-        prompt=args.prompt if args.prompt is not None else scene.prompt,
-        seed=int(args.seed),
-        steps=steps,
-        preset=args.preset,
-        model=str(model_dir),
-        resolution=int(args.resolution or native_resolution(args.model) or settings.resolution),
-        device=args.device,
-    )
-    key = renderer.identity_key(scene, request, model_id=str(model_dir))
-    cache_name = IDENTITY_CACHE_PREFIX + key
-    if project is not None and cache_name in project.caches:
-        renderer.add_identity_bytes(project.caches[cache_name])
-        print(f"reusing the identity stored in {src.name}", file=sys.stderr)
+    # one request, resolved as the editor resolves it: the Settings' extra model folders count
+    user = load_settings()
+    over = {"device": args.device}
+    if args.precision:
+        over["precision"] = args.precision
+    user = replace(user, **over)
+    render_settings = {"preset": args.preset, "steps": steps, "seed": int(args.seed)}
+    if args.model:
+        render_settings["model"] = args.model
+    request = resolve_request(scene, render_settings, user, prompt=args.prompt, resolution=args.resolution)
+    if request.missing:  # the user asked for a diffusion render: a missing model is an error here
+        raise ModelError(request.missing, fetch_command=request.fetch_command)
+    from core.ml.store import world_only
 
+    if world_only(request.model) and not is_world_scene(scene):
+        print(
+            f"note: the model '{request.model}' knows only the procedural world (the sample's stage); "
+            "on other photos it cannot render faithfully: use a real model such as sd2-depth",
+            file=sys.stderr,
+        )
+    renderer = DiffusionHandlesRenderer()
+    caches = project.caches if project is not None else {}
     t0 = time.monotonic()
-    image = renderer.render(scene, request, _progress_printer(), CancelToken())
-    info = renderer.last_info
+    result = renderer.render(scene, request, _progress_printer(), CancelToken(), caches=caches)
+    image, info = result.image, result.info
+    if info.get("identity_reused") == "stored":
+        print(f"reused the identity stored in {src.name}", file=sys.stderr)
     from PIL import Image
 
     try:
         Image.fromarray(image).save(out)
     except OSError as exc:
         raise InputError(f"{out}: cannot write the image ({exc.strerror or exc})") from exc
-    if args.save_identity and project is not None and info.get("identity_reused") != "stored":
-        data = renderer.identity_bytes(info["identity_key"])
-        if data is not None:
-            from core.project import save_project
+    if args.save_identity and project is not None and result.blobs:
+        from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX
+        from core.project import save_project
 
-            project.caches = {k: v for k, v in project.caches.items() if not k.startswith(IDENTITY_CACHE_PREFIX)}
-            project.caches[cache_name] = data
-            save_project(src, project)
-            print(f"stored the identity in {src.name} ({len(data) / 1e6:.1f} MB)", file=sys.stderr)
+        project.caches = {k: v for k, v in project.caches.items() if not k.startswith(IDENTITY_CACHE_PREFIX)}
+        project.caches.update(result.blobs)
+        save_project(src, project)
+        size = sum(len(v) for v in result.blobs.values())
+        print(f"stored the identity in {src.name} ({size / 1e6:.1f} MB)", file=sys.stderr)
     h, w = image.shape[:2]
     evals = info.get("unet_evals", {})
     ev = ", ".join(f"{k} {v}" for k, v in sorted(evals.items()))

@@ -55,6 +55,9 @@ class HandlesSettings:
     steps: int = 25
     #: long side of the render in pixels (sides are multiples of 64)
     resolution: int = 512
+    #: 0: render at the model's own resolution (else the photo's working size); > 0: at most
+    #: this long side (the draft preset's speed comes from it)
+    max_resolution: int = 0
     guidance_scale: float = 7.5
     #: "per_image": min-max of each depth map's disparity (what SD2-depth was trained on);
     #: "source": the edited disparity normalised with the source photo's range (background stays put)
@@ -267,7 +270,7 @@ PRESETS: dict[str, HandlesSettings] = {
     ),
     "default": HandlesSettings(**WARP_THEN_REFINE, guided_until=0.8),
     "fast": HandlesSettings(**WARP_THEN_REFINE, guided_until=0.0, grad_steps=0),
-    "draft": HandlesSettings(**WARP_THEN_REFINE, steps=20, resolution=256, guided_until=0.0, grad_steps=0),
+    "draft": HandlesSettings(**WARP_THEN_REFINE, steps=20, resolution=256, max_resolution=256, guided_until=0.0, grad_steps=0),
 }
 
 

@@ -13,30 +13,56 @@
 4. decodes, brings the result to the scene's working size and (option) pastes the original photo
    outside the changed region with a feathered seam.
 
-The result is (H, W, 3) uint8 at the scene's working size; ``last_info`` describes it.
+The result (:class:`core.jobs.RenderResult`) holds the (H, W, 3) uint8 image at the scene's
+working size, its description (``info``) and a newly computed identity (``blobs``).
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import time
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.errors import InputError, RenderCancelled
-from core.jobs import CancelToken, EmitFn, Progress, RenderRequest
+from core.jobs import CancelToken, EmitFn, Progress, RenderRequest, RenderResult
 from core.ml.handles.presets import HandlesSettings, preset
 from core.scene import Scene, SceneObject
+
+if TYPE_CHECKING:
+    from core.ml.handles.identity import Identity
 
 IDENTITY_CACHE_PREFIX = "identity:"
 
 
 def _noop(_e) -> None:
     pass
+
+
+#: seconds a model took to load, by (folder, device), for the next load's time estimate
+_LOAD_SECONDS: dict[tuple[str, str], float] = {}
+#: a first load's estimate: bytes read and turned into modules per second (a CPU machine, SSD)
+_LOAD_BYTES_PER_S = 250e6
+
+
+def _load_estimate(folder: str, device: str) -> float:
+    """Seconds a load of ``folder`` will take: the last time it was loaded, else from its size."""
+    known = _LOAD_SECONDS.get((folder, str(device)))
+    if known is not None:
+        return known
+    try:
+        size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    except OSError:
+        size = 0
+    return round(1.0 + size / _LOAD_BYTES_PER_S, 1)
+
+
+def _remember_load_time(folder: str, device: str, seconds: float) -> None:
+    _LOAD_SECONDS[(folder, str(device))] = round(float(seconds), 2)
 
 
 def render_size(scene: Scene, resolution: int) -> tuple[int, int]:
@@ -81,7 +107,7 @@ def soft_region(region: np.ndarray, margin: int, feather: int) -> np.ndarray:
     region = np.asarray(region, dtype=bool)
     if not region.any():
         return np.zeros(region.shape, np.float32)
-    d = ndimage.distance_transform_edt(~region)
+    d = np.asarray(ndimage.distance_transform_edt(~region))  # distances only (no indices asked)
     ramp = 1.0 - (d - margin) / float(feather + 1) if feather > 0 else (d <= margin).astype(np.float64)
     return np.clip(np.where(d <= margin, 1.0, ramp), 0.0, 1.0).astype(np.float32)
 
@@ -91,28 +117,25 @@ def upsample_weight(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     centres); a pixel whose four neighbouring cells are all 0 stays exactly 0."""
     from PIL import Image
 
-    up = np.asarray(Image.fromarray(np.asarray(alpha, np.float32), mode="F").resize(size, Image.BILINEAR))
+    up = np.asarray(Image.fromarray(np.asarray(alpha, np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
     return np.clip(up, 0.0, 1.0).astype(np.float32)
 
 
 class DiffusionHandlesRenderer:
     """Diffusion Handles on a depth-conditioned SD model (see the module docstring).
 
-    ``model``: catalog name, repo id or folder of a StableDiffusionDepth2ImgPipeline-layout model
-    (a request's own ``model`` wins when it is not the catalog default); ``device``: "auto"|"cpu"|
-    "cuda"|"mps"; ``dtype``: None (fp16 on GPUs, fp32 on CPU) or "fp32"|"fp16"|"bf16".
+    Everything that decides a render comes with the request (:func:`core.request.resolve_request`):
+    the model's folder (``request.model_path``), device and precision, the typed settings. The
+    renderer keeps what is worth keeping between renders of one photo: the loaded engine and the
+    photo's identities.
     """
 
     name = "diffusion-handles"
     max_identities = 2
 
-    def __init__(self, model: str | os.PathLike = "stable-diffusion-2-depth", device: str = "auto", dtype: str | None = None) -> None:
-        self.model = model
-        self.device = device
-        self.dtype = dtype
-        self.last_info: dict = {}
+    def __init__(self) -> None:
         self.last_identity_key: str | None = None
-        self._identities: OrderedDict[str, object] = OrderedDict()
+        self._identities: OrderedDict[str, Identity] = OrderedDict()
         self._serialised: dict[str, bytes] = {}
         self._engine = None
         self._engine_key = None
@@ -145,32 +168,46 @@ class DiffusionHandlesRenderer:
         gc.collect()
 
     # ------------------------------------------------------------------ helpers
-    def settings_for(self, request: RenderRequest) -> HandlesSettings:
-        s = preset(request.preset, request.settings)
-        return replace(s, steps=int(request.steps), resolution=int(request.resolution))
+    @staticmethod
+    def settings_for(request: RenderRequest) -> HandlesSettings:
+        """The request's typed settings (a hand-built request without them: its preset's)."""
+        if request.handles is not None:
+            return request.handles
+        return replace(preset(request.preset), steps=int(request.steps), resolution=int(request.resolution))
+
+    @staticmethod
+    def _model_folder(request: RenderRequest) -> str:
+        folder = request.model_path or request.model
+        if not folder or request.geometric:
+            raise InputError("this render request names no diffusion model (resolve it with core.request.resolve_request)")
+        return str(folder)
 
     def _engine_for(self, request: RenderRequest, emit: EmitFn):
         from core.ml.handles.engine import HandlesEngine
         from core.ml.handles.models import load_models
 
-        model = request.model if request.model and request.model != "stable-diffusion-2-depth" else self.model
-        device = request.device if request.device and request.device != "auto" else self.device
-        key = (str(model), str(device), str(self.dtype))
+        folder = self._model_folder(request)
+        dtype = None if request.precision in ("", "auto") else request.precision
+        key = (folder, str(request.device), str(dtype))
         if self._engine is None or self._engine_key != key:
-            emit(Progress(stage="loading", step=0, total=1, message=f"loading {Path(str(model)).name}"))
-            self._engine = HandlesEngine(load_models(model, device, self.dtype))
+            self._engine = None
+            gc.collect()
+            emit(Progress(stage="loading", step=0, total=1, message=f"loading {Path(folder).name}", eta_s=_load_estimate(folder, request.device)))
+            t0 = time.monotonic()
+            self._engine = HandlesEngine(load_models(folder, request.device, dtype))
             self._engine_key = key
-            emit(Progress(stage="loading", step=1, total=1, message="model ready"))
-        return self._engine, str(model)
+            _remember_load_time(folder, request.device, time.monotonic() - t0)
+            emit(Progress(stage="loading", step=1, total=1, eta_s=0.0, message="model ready"))
+        return self._engine, folder
 
-    def identity_key(self, scene: Scene, request: RenderRequest, model_id: str | None = None) -> str:
+    def identity_key(self, scene: Scene, request: RenderRequest) -> str:
         from core.ml.handles.identity import identity_key
 
         settings = self.settings_for(request)
         size = render_size(scene, settings.resolution)
         small = resample_scene(scene, size)
         prompt = request.prompt or scene.prompt
-        return identity_key(small.content_id(), prompt, model_id or str(self.model), size, settings.identity_fields())
+        return identity_key(small.content_id(), prompt, self._model_folder(request), size, settings.identity_fields())
 
     def _identity(self, engine, scene: Scene, prompt: str, settings: HandlesSettings, key: str, emit, token):
         from core.ml.handles.identity import Identity
@@ -200,11 +237,27 @@ class DiffusionHandlesRenderer:
         return ident, reused
 
     # ------------------------------------------------------------------ Renderer
-    def render(self, scene: Scene, request: RenderRequest, emit: EmitFn = _noop, token: CancelToken | None = None) -> np.ndarray:
+    def render(self, scene: Scene, request: RenderRequest, emit: EmitFn = _noop, token: CancelToken | None = None, caches: dict | None = None) -> RenderResult:
+        """Render ``request`` (see the class docstring). ``caches``: the project's stored data; a
+        stored identity of this photo is reused, and a newly computed one comes back in
+        ``RenderResult.blobs`` for the project to keep."""
         token = token or CancelToken()
         cancelled = False
+        caches = caches or {}
         try:
-            return self._render(scene, request, emit, token)
+            name = IDENTITY_CACHE_PREFIX + self.identity_key(scene, request)
+            if name in caches:
+                try:
+                    self.add_identity_bytes(caches[name])
+                except Exception:  # noqa: BLE001 - a damaged cache entry only costs a recomputation
+                    pass
+            image, info = self._render(scene, request, emit, token)
+            blobs = {}
+            if name not in caches:
+                data = self.identity_bytes(info["identity_key"])
+                if data:
+                    blobs[name] = data
+            return RenderResult(image, info, blobs)
         except RenderCancelled:
             cancelled = True
         # outside the except block: the traceback (and the tensors its frames held) is gone
@@ -220,7 +273,7 @@ class DiffusionHandlesRenderer:
             raise RenderCancelled("render cancelled")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _render(self, scene: Scene, request: RenderRequest, emit: EmitFn, token: CancelToken) -> np.ndarray:
+    def _render(self, scene: Scene, request: RenderRequest, emit: EmitFn, token: CancelToken) -> tuple[np.ndarray, dict]:
         import torch
 
         from core.geometry.warp import feature_correspondence
@@ -313,7 +366,7 @@ class DiffusionHandlesRenderer:
         if image.shape[:2] != (work_size[1], work_size[0]):
             from PIL import Image
 
-            image = np.asarray(Image.fromarray(image).resize(work_size, Image.BICUBIC))
+            image = np.asarray(Image.fromarray(image).resize(work_size, Image.Resampling.BICUBIC))
         pasted = False
         if settings.paste_background:
             from core.io import resize_mask
@@ -333,7 +386,7 @@ class DiffusionHandlesRenderer:
                 pv = preview_at(edited, wplan).image
                 image = np.where(known[..., None], pv, image)
         render_seconds = time.monotonic() - t_r
-        self.last_info = {
+        info = {
             "renderer": self.name,
             "geometric": False,
             "preset": request.preset,
@@ -354,4 +407,4 @@ class DiffusionHandlesRenderer:
             "dtype": str(engine.m.dtype).replace("torch.", ""),
             "pasted_background": pasted,
         }
-        return np.ascontiguousarray(image, dtype=np.uint8)
+        return np.ascontiguousarray(image, dtype=np.uint8), info
