@@ -114,6 +114,13 @@ class ObjectEditsMixin:
             if obj_id is None:
                 if not mask.any():
                     return
+                same = self._same_object(mask)
+                if same is not None:  # a click on an existing object selects it rather than duplicating it
+                    self.model.select(same.id)
+                    self.statusBar().showMessage(
+                        f"\u201c{same.name}\u201d is already an object: selected it. Use Add or Subtract (Shift / Alt) to change its mask", 6000
+                    )
+                    return
                 obj = SceneObject(name=self.scene.unique_name("object"), mask=mask)
                 self._push(AddObjectCommand(self.model, obj, text=f"New object ({label})" if label else ""))
                 return
@@ -124,6 +131,20 @@ class ObjectEditsMixin:
                 self._push(cmd)
         except (HandlesError, KeyError, ValueError) as exc:
             self.banner.show_message(f"Selection: {one_line(exc)}", level="warning", timeout_ms=6000)
+
+    #: a new selection this similar to an existing object's mask (intersection over union) is that object
+    SAME_OBJECT_IOU = 0.8
+
+    def _same_object(self, mask: np.ndarray):
+        """The visible object whose mask ``mask`` matches (IoU >= SAME_OBJECT_IOU), or None."""
+        area = int(mask.sum())
+        for obj in self.scene.objects:
+            if not obj.visible or obj.mask.shape != mask.shape:
+                continue
+            inter = int(np.logical_and(obj.mask, mask).sum())
+            if inter and inter / float(area + int(obj.mask.sum()) - inter) >= self.SAME_OBJECT_IOU:
+                return obj
+        return None
 
     def mask_op(self, op: str) -> None:
         obj = self.model.selected_object()

@@ -844,3 +844,82 @@ def test_the_world_model_on_a_real_photo_says_it_only_knows_its_world(qtbot, tmp
         assert "world scenes only" in win.status_renderer.text()
     finally:
         win.shutdown()
+
+
+# ----------------------------------------------------------------- rough edges a new user hit
+def test_rename_then_restore_keeps_the_transform(make_window, qtbot):
+    """A render's request names objects by id: renaming the object does not lose its transform."""
+    win = make_window()
+    box = win.scene.object("box")
+    _drag(win, box, [Transform3D(translation=(0.25, 0, 0))])
+    win.request_render()
+    first = _wait_render(qtbot, win)
+    win.rename_object(box.id, "crate")
+    _drag(win, box, [Transform3D(translation=(-0.1, 0, 0))])
+    win.restore_render(first.id)
+    assert np.allclose(box.transform.translation, (0.25, 0, 0))
+
+
+def test_an_old_error_banner_goes_after_a_later_successful_open(make_window, tmp_path):
+    win = make_window()
+    bad = tmp_path / "broken.handles"
+    bad.write_bytes(b"not a project")
+    assert not win.open_path(bad)
+    assert win.banner.shown and win.banner.level == "error"
+    good = tmp_path / "good.handles"
+    Document(scene=copy.deepcopy(win.scene)).save(good)
+    assert win.open_path(good)
+    assert not win.banner.shown
+
+
+def test_a_render_failure_banner_goes_after_a_later_successful_render(make_window, qtbot):
+    fail = {"on": True}
+
+    def factory(_request):
+        return FakeRenderer(fail_at_step=1 if fail["on"] else None, fail_error=RuntimeError("GPU on fire"))
+
+    win = make_window(factory=factory)
+    _drag(win, win.scene.object("box"), [Transform3D(translation=(0.2, 0, 0))])
+    win.request_render()
+    qtbot.waitUntil(lambda: win.banner.shown, timeout=5000)
+    fail["on"] = False
+    win.request_render()
+    _wait_render(qtbot, win)
+    assert not win.banner.shown
+
+
+def test_a_reopened_project_shows_and_exports_its_last_render(make_window, qtbot, tmp_path, monkeypatch):
+    win = make_window()
+    _drag(win, win.scene.object("box"), [Transform3D(translation=(0.2, 0, 0))])
+    win.request_render()
+    rec = _wait_render(qtbot, win)
+    path = tmp_path / "done.handles"
+    assert win.save_to(path)
+    win2 = make_window()
+    assert win2.open_path(path)
+    assert np.array_equal(win2.photo.image(), rec.image)
+    assert "Render #1" in win2.photo._caption
+    out = tmp_path / "export.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    win2.actions_by_name["export_image"].trigger()
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), rec.image)
+
+
+def test_a_new_object_selection_on_an_existing_object_selects_it_instead_of_duplicating(make_window):
+    win = make_window()
+    sphere = win.scene.object("sphere")
+    win.model.select(win.scene.object("box").id)
+    n = len(win.scene.objects)
+    from scipy import ndimage
+
+    # what a wand click in "New object" mode gives on the ball: nearly its mask
+    win.photo.maskEdited.emit(None, ndimage.binary_erosion(sphere.mask, iterations=1), "replace", "wand")
+    assert len(win.scene.objects) == n and win.model.selected_id == sphere.id
+    assert win.undo_stack.count() == 0
+    # a selection that is mostly new is a new object
+    region = np.zeros_like(sphere.mask)
+    region[5:40, 5:60] = True
+    win.photo.maskEdited.emit(None, region, "replace", "rect")
+    assert len(win.scene.objects) == n + 1
