@@ -496,6 +496,8 @@ class PhotoView(QWidget):
             self._tool in ("brush", "eraser")
             and self._mouse is not None
             and self.underMouse()
+            and self._gesture != "compare"
+            and not (self._gesture is None and self._near_compare_line(self._mouse))  # the split cursor shows instead
             or (self._tool in ("brush", "eraser") and self._gesture == "stroke" and self._mouse is not None)
         ):
             rad = max(float(self._options["brush_size"]) * 0.5 * self._zoom, 1.0)
@@ -581,6 +583,13 @@ class PhotoView(QWidget):
         if self._gesture is not None:
             event.accept()
             return
+        # the compare handle comes first: it drags with every tool, the navigate tool included
+        # (only Space, the explicit pan, pans across it)
+        if btn == Qt.MouseButton.LeftButton and not self._space and self._near_compare_line(pos):
+            self._gesture = "compare"
+            self._update_cursor()
+            event.accept()
+            return
         if btn == Qt.MouseButton.MiddleButton or (btn == Qt.MouseButton.LeftButton and (self._space or self._tool == "none")):
             self._gesture = "pan"
             self._pan_origin = QPointF(self._offset)
@@ -589,12 +598,6 @@ class PhotoView(QWidget):
             return
         if self._image is None:
             return
-        if self._compare and self._original is not None and btn == Qt.MouseButton.LeftButton:
-            x_line = self.map_from_image(self._split * self._image_size()[0], 0).x()
-            if abs(pos.x() - x_line) <= _COMPARE_GRAB_PX:
-                self._gesture = "compare"
-                event.accept()
-                return
         x, y = self.map_to_image(pos)
         mods = event.modifiers()
         if self._tool == "segment" and btn in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
@@ -637,6 +640,8 @@ class PhotoView(QWidget):
         x, y = self.map_to_image(pos)
         self.cursorMoved.emit(float(x), float(y))
         g = self._gesture
+        if g is None:
+            self._update_cursor(pos)
         if g == "pan":
             self.set_offset(self._pan_origin + (pos - self._press_pos))
         elif g == "compare":
@@ -745,8 +750,18 @@ class PhotoView(QWidget):
         super().focusOutEvent(event)
 
     # ------------------------------------------------------------------ tool internals
-    def _update_cursor(self) -> None:
-        if self._gesture == "pan":
+    def _near_compare_line(self, pos: QPointF) -> bool:
+        """``pos`` (widget coordinates) is within grabbing distance of the compare split line."""
+        if not self._compare or self._original is None or self._image is None:
+            return False
+        x_line = self.map_from_image(self._split * self._image_size()[0], 0).x()
+        return abs(pos.x() - x_line) <= _COMPARE_GRAB_PX
+
+    def _update_cursor(self, pos: QPointF | None = None) -> None:
+        pos = pos if pos is not None else self._mouse
+        if self._gesture == "compare" or (self._gesture is None and not self._space and pos is not None and self._near_compare_line(pos)):
+            self.setCursor(QCursor(Qt.CursorShape.SplitHCursor))
+        elif self._gesture == "pan":
             self.setCursor(QCursor(Qt.CursorShape.ClosedHandCursor))
         elif self._space or self._tool == "none":
             self.setCursor(QCursor(Qt.CursorShape.OpenHandCursor))

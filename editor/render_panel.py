@@ -1,6 +1,10 @@
 """The render panel: prompt, model, quality preset, steps, seed, preservation, Render / Cancel,
 progress (stage, step, time left) and the latest step preview.
 
+The settings scroll when the panel is short (a 1366x768 laptop): the panel never makes the window
+taller than the screen, and the model status with its "Copy fetch command" button stays in view
+below them.
+
 Like the objects panel, it only shows the document and emits requests: edits of the prompt and
 of the settings become undo commands in the main window (``promptEdited``, ``settingEdited``).
 """
@@ -10,17 +14,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import QSignalBlocker, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QToolButton,
@@ -62,6 +69,64 @@ def format_eta(seconds: float | None) -> str:
     if s < 60:
         return f"{s} s left"
     return f"{s // 60}:{s % 60:02d} left"
+
+
+class _WrappedLabel(QLabel):
+    """A word-wrapped label whose minimum height is that of its wrapped text at its current width
+    (a plain QLabel asks for one line, and a short panel would cut the rest off)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self._hfw = -1
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        msh = super().minimumSizeHint()
+        if self.width() > 0 and self.text():
+            msh.setHeight(max(msh.height(), self.heightForWidth(self.width())))
+        return msh
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        h = self.heightForWidth(self.width())
+        if h != self._hfw:
+            self._hfw = h
+            self.updateGeometry()
+
+
+class _SettingsScroll(QScrollArea):
+    """The settings' scroll area: as tall as its content when there is room, a few lines at least,
+    and never narrower than its content (it scrolls vertically only; the scroll bar's width is
+    asked for only while the content does not fit)."""
+
+    MIN_LINES = 4
+
+    def __init__(self, body: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.setWidget(body)
+        self._scrolls = False
+        self.verticalScrollBar().rangeChanged.connect(self._on_range)
+
+    def _on_range(self, _lo: int, hi: int) -> None:
+        if (hi > 0) != self._scrolls:
+            self._scrolls = hi > 0
+            self.updateGeometry()
+
+    def _extra(self) -> QSize:
+        f = 2 * self.frameWidth()
+        return QSize(f + (self.verticalScrollBar().sizeHint().width() if self._scrolls else 0), f)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt override)
+        return self.widget().sizeHint() + self._extra()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        e = self._extra()
+        h = min(self.widget().sizeHint().height(), self.MIN_LINES * self.fontMetrics().height())
+        return QSize(self.widget().minimumSizeHint().width() + e.width(), h + e.height())
 
 
 class RenderPanel(QWidget):
@@ -171,11 +236,11 @@ class RenderPanel(QWidget):
         self.stage.setObjectName("renderStage")
         self.stage.setStyleSheet("color: palette(placeholder-text);")
 
-        self.model_status = QLabel()
+        self.model_status = _WrappedLabel()
         self.model_status.setObjectName("modelStatus")
-        self.model_status.setWordWrap(True)
         self.model_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.copy_cmd = QPushButton("Copy fetch command")
+        self.copy_cmd.setObjectName("copyFetchCommand")
         self.copy_cmd.setToolTip("Copy the command that fetches the model")
         self.copy_cmd.setVisible(False)
         self.copy_cmd.clicked.connect(self._copy_command)
@@ -196,19 +261,33 @@ class RenderPanel(QWidget):
         form.addRow("Keep object", fg_row)
         form.addRow("Keep background", bg_row)
 
+        # the settings scroll; the model status and its button stay in view below them
+        body = QWidget()
+        body.setObjectName("renderSettings")
+        blay = QVBoxLayout(body)
+        blay.setContentsMargins(6, 6, 6, 0)
+        blay.setSpacing(6)
+        blay.addWidget(QLabel("Prompt"))
+        blay.addWidget(self.prompt)
+        blay.addLayout(form)
+        blay.addWidget(self.auto)
+        blay.addLayout(btn_row)
+        blay.addWidget(self.progress)
+        blay.addWidget(self.stage)
+        blay.addWidget(self.step_preview)
+        blay.addStretch(1)
+        self.settings_scroll = _SettingsScroll(body)
+        self.settings_scroll.setObjectName("renderSettingsScroll")
+        status = QVBoxLayout()
+        status.setContentsMargins(6, 6, 6, 6)
+        status.setSpacing(6)
+        status.addWidget(self.model_status)
+        status.addWidget(self.copy_cmd, 0, Qt.AlignmentFlag.AlignLeft)
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(6, 6, 6, 6)
-        lay.setSpacing(6)
-        lay.addWidget(QLabel("Prompt"))
-        lay.addWidget(self.prompt)
-        lay.addLayout(form)
-        lay.addWidget(self.auto)
-        lay.addLayout(btn_row)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.stage)
-        lay.addWidget(self.step_preview)
-        lay.addWidget(self.model_status)
-        lay.addWidget(self.copy_cmd, 0, Qt.AlignmentFlag.AlignLeft)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.settings_scroll)
+        lay.addLayout(status)
         lay.addStretch(1)
 
         model.documentReset.connect(self.refresh)

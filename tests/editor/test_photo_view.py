@@ -13,7 +13,7 @@ from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from editor.photo_view import PhotoView
+from editor.photo_view import TOOLS, PhotoView
 
 LEFT = Qt.MouseButton.LeftButton
 NOMOD = Qt.KeyboardModifier.NoModifier
@@ -342,6 +342,34 @@ def test_compare_slider(view):
     view.set_compare(False)
     img = _grab(view)
     assert at(10.5, 10.5) == (0, 0, 220)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_compare_handle_drags_with_every_tool(view, tool):
+    """A left press on the split line drags it whatever the tool: it neither pans nor selects."""
+    view.set_image(np.full((60, 80, 3), 90, np.uint8))
+    view.set_original(np.full((60, 80, 3), 200, np.uint8))
+    view.set_tool(tool)
+    view.set_compare(True)
+    view.set_compare_position(0.5)
+    got = _collect(view)
+    clicks = []
+    view.segmentClicked.connect(lambda *a: clicks.append(a))
+    offset, zoom = QPointF(view.offset()), view.zoom()
+    # a press a few pixels off the line still grabs it
+    start = view.map_from_image(40.0, 30.0) + QPointF(4.0, 0.0)
+    _drag(view, [start, view.map_from_image(30.0, 30.0), view.map_from_image(60.0, 25.0)])
+    assert view.compare_position() == pytest.approx(0.75, abs=0.01)
+    assert view.offset() == offset and view.zoom() == zoom  # no pan
+    assert got == [] and clicks == [] and view.segment_points() == []  # nothing selected
+    assert not view.cancel_gesture()  # no gesture or polygon left half-done
+    # hovering the line says it can be dragged
+    _move(view, view.map_from_image(60.0, 20.0), Qt.MouseButton.NoButton)
+    assert view.cursor().shape() == Qt.CursorShape.SplitHCursor
+    # away from the line the tool works as usual: the navigate tool pans
+    if tool == "none":
+        _drag(view, [view.map_from_image(20.0, 30.0), view.map_from_image(10.0, 30.0)])
+        assert view.offset() != offset and view.compare_position() == pytest.approx(0.75, abs=0.01)
 
 
 def test_live_stroke_overlay_visible_while_dragging(view):
