@@ -13,6 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the user's own settings (model folders, device) must never leak into a test, nor a test into
+# them: every test and every command it runs reads an empty config folder unless it sets one
+if "HANDLES_STUDIO_CONFIG_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["HANDLES_STUDIO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="hs-test-config-")
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOGEN = Path(os.environ.get("HANDLES_PHOTOGEN", REPO.parent / "shared" / "photogen"))

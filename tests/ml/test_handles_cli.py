@@ -33,12 +33,14 @@ def test_render_a_photogen_scene(photogen_scene, tiny_sd_dir, tmp_path):
     assert "wrote" in r.stdout
 
 
-def test_missing_model_is_one_line_with_the_fetch_command(photogen_scene, tmp_path):
+def test_missing_model_is_one_line_with_the_fetch_command(tmp_path):
+    from core.project import Project, save_project
+
+    proj = tmp_path / "box.handles"  # no real scene needed: the model is what is missing
+    save_project(proj, Project(scene=synthetic_scene(128, 64)))
     r = _run(
         "render",
-        photogen_scene,
-        "--variant",
-        "edit_000",
+        proj,
         "--model",
         "stabilityai/stable-diffusion-2-depth",
         "-o",

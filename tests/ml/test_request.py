@@ -129,3 +129,30 @@ def test_the_cli_renders_with_a_model_found_only_in_the_settings_folders(setting
     assert np.array_equal(outs[1][far], outs[2][far])
     revealed = p.changed & ~np.isfinite(p.src_x)
     assert np.abs(outs[1][revealed].astype(int) - outs[2][revealed].astype(int)).mean() > 1.0
+
+
+def test_the_editor_renders_with_a_model_found_only_in_the_settings_folders(qtbot, settings_folder, tmp_path):
+    """The user's path through the real factory: Settings ▸ Extra model folders, then Render.
+    Before the request was resolved once, the panel said "renderer: sd2-depth" and the render
+    then failed with "not on disk"."""
+    from core.document import Document
+    from editor.files import RecoveryManager
+    from editor.main_window import MainWindow
+
+    scene = synthetic_scene(128, 64)
+    doc = Document(scene=scene, render_settings={"model": "sd2-depth", "preset": "fast", "steps": 3})
+    settings = Settings(model_folders=[str(settings_folder)], device="cpu", auto_render=False)
+    win = MainWindow(doc, settings=settings, use_gl=False, persist=False, recovery=RecoveryManager(tmp_path / "rec"))
+    qtbot.addWidget(win)
+    try:
+        assert "sd2-depth" in win.render_panel.model_status.text() and "renderer: sd2-depth" in win.status_renderer.text()
+        win.scene.object("box").transform = Transform3D(translation=(0.3, 0.0, 0.0))
+        win.request_render()
+        qtbot.waitUntil(lambda: len(win.doc.renders) == 1 or win.banner.shown, timeout=180_000)
+        assert not win.banner.shown, win.banner.message
+        rec = win.doc.renders[0]
+        assert rec.info["renderer"] == "diffusion-handles" and rec.info["geometric"] is False
+        assert rec.request["model"] == "sd2-depth" and rec.request["model_path"]
+        assert any(k.startswith("identity:") for k in win.doc.caches)  # the identity went to the project
+    finally:
+        win.shutdown()
