@@ -26,32 +26,24 @@ Esc cancels the tool's current gesture.
 Display updates are cheap: :meth:`set_image` wraps the array in a QImage without copying (the
 view keeps a reference; don't modify the array afterwards, pass a new one), overlays are built
 once per change with numpy and drawn as premultiplied ARGB images.
+
+Where the code lives: this module holds the widget, its state, the view transform (pan, zoom, fit)
+and the event dispatch; :mod:`editor.photo_tools` the per-tool mouse handling and the building of
+each gesture's mask; :mod:`editor.photo_paint` the overlays (mask tint, hole hatching, the stroke
+in progress) and the painting (tool graphics, brush outline, compare line, caption).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import (
-    QColor,
-    QCursor,
-    QImage,
-    QKeyEvent,
-    QMouseEvent,
-    QPainter,
-    QPainterPath,
-    QPalette,
-    QPen,
-    QPolygonF,
-    QTransform,
-    QWheelEvent,
-)
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QColor, QCursor, QKeyEvent, QMouseEvent, QPainter, QWheelEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from core import selection as sel
+from editor.photo_paint import PhotoPaintMixin, _Img, _to_qcolor
+from editor.photo_tools import PhotoToolsMixin
 
 TOOLS = ("none", "brush", "eraser", "lasso", "polygon", "rect", "wand", "segment")
 OPS = ("new", "add", "subtract", "intersect", "replace")
@@ -82,64 +74,9 @@ DEFAULT_OPTIONS: dict[str, object] = {
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 MIN_BRUSH, MAX_BRUSH = 1.0, 1000.0
 _COMPARE_GRAB_PX = 7.0
-_BGRA = sys.byteorder == "little"  # memory order of QImage.Format_ARGB32_Premultiplied
 
 
-def _argb_pixel(color: QColor, alpha: float) -> np.ndarray:
-    """One premultiplied ARGB32 pixel as 4 bytes in memory order."""
-    a = float(np.clip(alpha, 0.0, 1.0))
-    r, g, b = color.red() * a, color.green() * a, color.blue() * a
-    px = (b, g, r, 255 * a) if _BGRA else (255 * a, r, g, b)
-    return np.array([round(v) for v in px], dtype=np.uint8)
-
-
-def _to_qcolor(color) -> QColor:
-    if isinstance(color, QColor):
-        return QColor(color)
-    if isinstance(color, str):
-        c = QColor(color)
-        if not c.isValid():
-            raise ValueError(f"not a colour: {color!r}")
-        return c
-    vals = [int(v) for v in color]
-    if len(vals) not in (3, 4):
-        raise ValueError(f"a colour is (r, g, b) or (r, g, b, a), got {color!r}")
-    return QColor(*vals)
-
-
-class _Img:
-    """A numpy image and the QImage that views its memory (kept together so the buffer lives)."""
-
-    __slots__ = ("array", "qimage")
-
-    def __init__(self, array: np.ndarray, fmt: QImage.Format) -> None:
-        self.array = array
-        h, w = array.shape[:2]
-        self.qimage = QImage(array.data, w, h, array.strides[0], fmt)
-
-    @classmethod
-    def rgb(cls, img: np.ndarray) -> _Img:
-        a = np.asarray(img)
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        if a.ndim != 3 or a.shape[2] not in (3, 4):
-            raise ValueError(f"image must be (H, W, 3) or (H, W, 4), got shape {a.shape}")
-        if a.dtype != np.uint8:
-            if np.issubdtype(a.dtype, np.floating):
-                a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-            else:
-                a = np.clip(a, 0, 255).astype(np.uint8)
-        if a.shape[2] == 4:
-            a = a[..., :3]
-        a = np.ascontiguousarray(a)
-        return cls(a, QImage.Format.Format_RGB888)
-
-    @classmethod
-    def argb(cls, h: int, w: int) -> _Img:
-        return cls(np.zeros((h, w, 4), dtype=np.uint8), QImage.Format.Format_ARGB32_Premultiplied)
-
-
-class PhotoView(QWidget):
+class PhotoView(PhotoToolsMixin, PhotoPaintMixin, QWidget):
     """Photo panel widget. See the module docstring for the tools, signals and coordinates."""
 
     #: (object_id or None, mask: bool ndarray (H, W), mode: str, label: str) once per gesture
@@ -253,15 +190,7 @@ class PhotoView(QWidget):
             self.update()
             return
         m = np.asarray(mask, dtype=bool)
-        h, w = m.shape
-        if self._hatch is None or self._hatch.shape[:2] != (h, w):
-            ii, jj = np.mgrid[0:h, 0:w]
-            stripe = ((ii + jj) // 3) % 3 == 0
-            red = QColor(235, 40, 40)
-            self._hatch = np.where(stripe[..., None], _argb_pixel(red, 0.75), _argb_pixel(red, 0.30))
-        if self._hole_overlay is None or self._hole_overlay.array.shape[:2] != (h, w):
-            self._hole_overlay = _Img.argb(h, w)
-        np.multiply(self._hatch, m[..., None], out=self._hole_overlay.array)
+        self._rebuild_hole_overlay(m)
         self._hole = m
         self.update()
 
@@ -402,141 +331,12 @@ class PhotoView(QWidget):
         if changed:
             self.zoomChanged.emit(z)
 
-    # ------------------------------------------------------------------ overlays
-    def _rebuild_mask_overlay(self) -> None:
-        if not self._masks:
-            self._mask_overlay = None
-            self.update()
-            return
-        h, w = self._masks[0][1].shape
-        ov = _Img.argb(h, w)
-        base_alpha = float(self._options["mask_opacity"])
-        order = [m for m in self._masks if m[0] != self._selected] + [m for m in self._masks if m[0] == self._selected]
-        for oid, mask, color in order:
-            if mask.shape != (h, w):
-                raise ValueError(f"mask of object {oid!r} has shape {mask.shape}, expected {(h, w)}")
-            chosen = oid == self._selected and self._selected is not None
-            # the photo must stay readable: other objects get a faint wash and their outline
-            fill_a = min(base_alpha * 1.3, 0.85) if chosen else base_alpha * 0.3
-            ov.array[mask] = _argb_pixel(color, fill_a)
-            edge = sel.outline(mask, 2 if chosen else 1)
-            ov.array[edge] = _argb_pixel(color.lighter(130) if chosen else color, 1.0 if chosen else 0.8)
-        self._mask_overlay = ov
-        self.update()
-
-    # ------------------------------------------------------------------ painting
+    # ------------------------------------------------------------------ events
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt override)
         p = QPainter(self)
-        pal = self.palette()
-        p.fillRect(self.rect(), pal.color(QPalette.ColorRole.Window).darker(135))
-        if self._image is None:
-            p.setPen(pal.color(QPalette.ColorRole.WindowText))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Open a photo (File ▸ New from photo)")
-            p.end()
-            return
-        w, h = self._image_size()
-        target = QRectF(0.0, 0.0, float(w), float(h))
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._zoom < 2.0)
-        p.setTransform(QTransform(self._zoom, 0.0, 0.0, self._zoom, self._offset.x(), self._offset.y()))
-        if self._compare and self._original is not None:
-            split = self._split * w
-            p.save()
-            p.setClipRect(QRectF(0.0, 0.0, split, float(h)))
-            p.drawImage(target, self._original.qimage)
-            p.setClipRect(QRectF(split, 0.0, w - split, float(h)))
-            p.drawImage(target, self._image.qimage)
-            p.restore()
-        else:
-            p.drawImage(target, self._image.qimage)
-        if self._options["show_masks"] and self._mask_overlay is not None:
-            p.drawImage(target, self._mask_overlay.qimage)
-        if self._options["show_hole"] and self._hole_overlay is not None:
-            p.drawImage(target, self._hole_overlay.qimage)
-        if self._stroke_overlay is not None:
-            p.drawImage(target, self._stroke_overlay.qimage)
-        p.resetTransform()
-        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        self._paint_tool_graphics(p)
-        if self._compare and self._original is not None:
-            self._paint_compare_line(p, h)
-        if self._caption:
-            self._paint_caption(p)
+        self._paint_photo(p)  # editor.photo_paint
         p.end()
 
-    def _paint_tool_graphics(self, p: QPainter) -> None:
-        dark = QPen(QColor(0, 0, 0, 200), 3.0)
-        light = QPen(QColor(255, 255, 255, 230), 1.4)
-        if self._gesture == "lasso" and len(self._path) > 1 or self._tool == "polygon" and self._path:
-            poly = QPolygonF([self.map_from_image(x, y) for x, y in self._path])
-            if self._tool == "polygon" and self._mouse is not None:
-                poly.append(self._mouse)
-            for pen in (dark, light):
-                p.setPen(pen)
-                p.drawPolyline(poly)
-            if self._tool == "polygon":
-                p.setPen(light)
-                p.setBrush(QColor(255, 255, 255, 180))
-                for x, y in self._path:
-                    p.drawEllipse(self.map_from_image(x, y), 3.0, 3.0)
-                p.setBrush(Qt.BrushStyle.NoBrush)
-        if self._gesture == "rect" and self._rect_start is not None and self._mouse is not None:
-            a = self.map_from_image(*self._rect_start)
-            r = QRectF(a, self._mouse).normalized()
-            for pen in (dark, light):
-                p.setPen(pen)
-                p.drawRect(r)
-        if self._tool == "segment":
-            for x, y, label in self._segment_points:
-                c = QColor(40, 200, 80) if label else QColor(230, 50, 50)
-                p.setPen(QPen(QColor(255, 255, 255), 1.5))
-                p.setBrush(c)
-                p.drawEllipse(self.map_from_image(x, y), 5.0, 5.0)
-            p.setBrush(Qt.BrushStyle.NoBrush)
-        if (
-            self._tool in ("brush", "eraser")
-            and self._mouse is not None
-            and self.underMouse()
-            and self._gesture != "compare"
-            and not (self._gesture is None and self._near_compare_line(self._mouse))  # the split cursor shows instead
-            or (self._tool in ("brush", "eraser") and self._gesture == "stroke" and self._mouse is not None)
-        ):
-            rad = max(float(self._options["brush_size"]) * 0.5 * self._zoom, 1.0)
-            for pen in (dark, light):
-                p.setPen(pen)
-                p.drawEllipse(self._mouse, rad, rad)
-
-    def _paint_compare_line(self, p: QPainter, h: int) -> None:
-        x = self.map_from_image(self._split * self._image_size()[0], 0).x()
-        top = self.map_from_image(0, 0).y()
-        bottom = self.map_from_image(0, h).y()
-        p.setPen(QPen(QColor(0, 0, 0, 160), 3.0))
-        p.drawLine(QPointF(x, top), QPointF(x, bottom))
-        p.setPen(QPen(QColor(255, 255, 255), 1.5))
-        p.drawLine(QPointF(x, top), QPointF(x, bottom))
-        mid = QPointF(x, (max(top, 0.0) + min(bottom, float(self.height()))) / 2.0)
-        p.setBrush(QColor(255, 255, 255))
-        p.setPen(QPen(QColor(0, 0, 0, 160), 1.0))
-        p.drawEllipse(mid, 8.0, 8.0)
-        path = QPainterPath()
-        path.moveTo(mid + QPointF(-2.0, -4.0))
-        path.lineTo(mid + QPointF(-6.0, 0.0))
-        path.lineTo(mid + QPointF(-2.0, 4.0))
-        path.moveTo(mid + QPointF(2.0, -4.0))
-        path.lineTo(mid + QPointF(6.0, 0.0))
-        path.lineTo(mid + QPointF(2.0, 4.0))
-        p.setBrush(Qt.BrushStyle.NoBrush)
-        p.drawPath(path)
-
-    def _paint_caption(self, p: QPainter) -> None:
-        fm = p.fontMetrics()
-        r = QRectF(8.0, 8.0, fm.horizontalAdvance(self._caption) + 16.0, fm.height() + 8.0)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor(0, 0, 0, 150))
-        p.drawRoundedRect(r, 4.0, 4.0)
-        p.setPen(QColor(255, 255, 255))
-        p.drawText(r, Qt.AlignmentFlag.AlignCenter, self._caption)
-
-    # ------------------------------------------------------------------ events
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         if self._fit_mode:
@@ -551,29 +351,6 @@ class PhotoView(QWidget):
         if steps:
             self.set_zoom(self._zoom * (1.25**steps), event.position())
         event.accept()
-
-    def _modifier_op(self, mods: Qt.KeyboardModifier) -> str | None:
-        shift = bool(mods & Qt.KeyboardModifier.ShiftModifier)
-        alt = bool(mods & Qt.KeyboardModifier.AltModifier)
-        if shift and alt:
-            return "intersect"
-        if shift:
-            return "add"
-        if alt:
-            return "subtract"
-        return None
-
-    def _target(self, op: str) -> tuple[object | None, str] | None:
-        """(object id or None for a new object, combine mode) for an operation, or None (with a hint)
-        when the operation needs a selected object and there is none."""
-        if op == "new":
-            return None, "replace"
-        if self._selected is None:
-            if op in ("add", "replace"):
-                return None, "replace"
-            self.hint.emit(f"Select an object to {op} from" if op == "subtract" else f"Select an object to {op} with")
-            return None
-        return self._selected, op
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         pos = event.position()
@@ -598,41 +375,8 @@ class PhotoView(QWidget):
             return
         if self._image is None:
             return
-        x, y = self.map_to_image(pos)
-        mods = event.modifiers()
-        if self._tool == "segment" and btn in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
-            label = 0 if (btn == Qt.MouseButton.RightButton or mods & Qt.KeyboardModifier.AltModifier) else 1
-            w, h = self._image_size()
-            if 0 <= x < w and 0 <= y < h:
-                self._segment_points.append((x, y, label))
-                self.update()
-                self.segmentClicked.emit(float(x), float(y), int(label))
+        if self._tool_press(pos, btn, event.modifiers()):  # editor.photo_tools
             event.accept()
-            return
-        if btn != Qt.MouseButton.LeftButton:
-            if btn == Qt.MouseButton.RightButton and self._tool == "polygon" and self._path:
-                self._finish_polygon(mods)
-            return
-        if self._tool in ("brush", "eraser"):
-            self._begin_stroke(x, y, mods)
-        elif self._tool == "lasso":
-            self._gesture = "lasso"
-            self._path = [(x, y)]
-        elif self._tool == "polygon":
-            if len(self._path) >= 3:
-                first = self.map_from_image(*self._path[0])
-                if (first - pos).manhattanLength() <= 8.0:
-                    self._finish_polygon(mods)
-                    event.accept()
-                    return
-            self._path.append((x, y))
-        elif self._tool == "rect":
-            self._gesture = "rect"
-            self._rect_start = (x, y)
-        elif self._tool == "wand":
-            self._wand_click(x, y, mods)
-        self.update()
-        event.accept()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         pos = event.position()
@@ -648,12 +392,8 @@ class PhotoView(QWidget):
             size = self._image_size()
             if size is not None:
                 self.set_compare_position(x / size[0])
-        elif g == "stroke":
-            self._continue_stroke(x, y)
-        elif g == "lasso":
-            last = self.map_from_image(*self._path[-1])
-            if (last - pos).manhattanLength() >= 1.5:
-                self._path.append((x, y))
+        elif g is not None:
+            self._tool_move(pos, x, y)
         self.update()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
@@ -662,29 +402,13 @@ class PhotoView(QWidget):
         g = self._gesture
         if g is None:
             return
-        mods = event.modifiers()
-        x, y = self.map_to_image(pos)
         if g == "pan":
             if event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
                 self._gesture = None
         elif g == "compare":
             self._gesture = None
-        elif g == "stroke" and event.button() == Qt.MouseButton.LeftButton:
-            self._continue_stroke(x, y)
-            self._end_stroke()
-        elif g == "lasso" and event.button() == Qt.MouseButton.LeftButton:
-            self._path.append((x, y))
-            self._gesture = None
-            self._emit_region(self._path_mask(), self._modifier_op(mods), "Lasso")
-            self._path = []
-        elif g == "rect" and event.button() == Qt.MouseButton.LeftButton:
-            self._gesture = None
-            x0, y0 = self._rect_start
-            self._rect_start = None
-            if (pos - self.map_from_image(x0, y0)).manhattanLength() >= 2.0:
-                size = self._image_size()
-                mask = sel.rect_mask(x0, y0, x, y, (size[1], size[0]))
-                self._emit_region(mask, self._modifier_op(mods), "Rectangle")
+        else:
+            self._tool_release(pos, event.button(), event.modifiers())
         self._update_cursor()
         self.update()
         event.accept()
@@ -749,7 +473,7 @@ class PhotoView(QWidget):
         self._update_cursor()
         super().focusOutEvent(event)
 
-    # ------------------------------------------------------------------ tool internals
+    # ------------------------------------------------------------------ cursor
     def _near_compare_line(self, pos: QPointF) -> bool:
         """``pos`` (widget coordinates) is within grabbing distance of the compare split line."""
         if not self._compare or self._original is None or self._image is None:
@@ -771,120 +495,3 @@ class PhotoView(QWidget):
             self.setCursor(QCursor(Qt.CursorShape.PointingHandCursor))
         else:
             self.setCursor(QCursor(Qt.CursorShape.CrossCursor))
-
-    def _step_brush(self, direction: int, big: bool) -> None:
-        size = float(self._options["brush_size"])
-        factor = 1.5 if big else 1.15
-        new = size * factor if direction > 0 else size / factor
-        new = max(new, size + 1.0) if direction > 0 else min(new, size - 1.0)
-        self.set_tool_option("brush_size", new)
-        self.toolOptionChanged.emit("brush_size", self._options["brush_size"])
-
-    def _cancel_gesture(self) -> None:
-        self._gesture = None
-        self._stroke = None
-        self._stroke_overlay = None
-        self._stroke_last = None
-        self._stroke_target = None
-        self._path = []
-        self._rect_start = None
-        self.update()
-
-    def _begin_stroke(self, x: float, y: float, mods) -> None:
-        erase = self._tool == "eraser" or bool(mods & Qt.KeyboardModifier.AltModifier)
-        target = self._target("subtract" if erase else "add")
-        if target is None:
-            return
-        oid, mode = target
-        label = "Erase" if erase else "Brush stroke"
-        self._stroke_target = (oid, mode, label)
-        w, h = self._image_size()
-        self._stroke = np.zeros((h, w), dtype=bool)
-        self._stroke_overlay = _Img.argb(h, w)
-        color = QColor(255, 255, 255)
-        for mid, _m, c in self._masks:
-            if mid == oid:
-                color = c
-        self._stroke_px = _argb_pixel(QColor(20, 20, 20), 0.55) if erase else _argb_pixel(color, 0.6)
-        self._gesture = "stroke"
-        self._stroke_last = (x, y)
-        self._paint_stroke(x, y, x, y)
-
-    def _paint_stroke(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        r = float(self._options["brush_size"]) * 0.5
-        sl = sel.paint_segment(self._stroke, (x0, y0), (x1, y1), r)
-        if sl is not None:
-            self._stroke_overlay.array[sl] = np.where(self._stroke[sl][..., None], self._stroke_px, 0).astype(np.uint8)
-
-    def _continue_stroke(self, x: float, y: float) -> None:
-        if self._stroke is None or self._stroke_last is None:
-            return
-        lx, ly = self._stroke_last
-        if (lx, ly) != (x, y):
-            self._paint_stroke(lx, ly, x, y)
-            self._stroke_last = (x, y)
-
-    def _end_stroke(self) -> None:
-        stroke, target = self._stroke, self._stroke_target
-        self._gesture = None
-        self._stroke = None
-        self._stroke_overlay = None
-        self._stroke_last = None
-        self._stroke_target = None
-        if stroke is not None and target is not None and stroke.any():
-            oid, mode, label = target
-            self.maskEdited.emit(oid, stroke, mode, label)
-
-    def _path_mask(self) -> np.ndarray | None:
-        if len(self._path) < 3:
-            return None
-        w, h = self._image_size()
-        return sel.polygon_mask(self._path, (h, w))
-
-    def _finish_polygon(self, mods) -> None:
-        mask = self._path_mask()
-        self._path = []
-        self._emit_region(mask, self._modifier_op(mods), "Polygon")
-        self.update()
-
-    def _emit_region(self, mask: np.ndarray | None, op: str | None, label: str) -> None:
-        if mask is None or not mask.any():
-            return
-        target = self._target(op or str(self._options["op"]))
-        if target is None:
-            return
-        oid, mode = target
-        suffix = {"add": " (add)", "subtract": " (subtract)", "intersect": " (intersect)"}.get(mode, "")
-        self.maskEdited.emit(oid, mask, mode, label + suffix)
-
-    def _wand_source(self) -> np.ndarray:
-        img = self._image.array
-        if self._original is not None and self._original.array.shape == img.shape:
-            return self._original.array
-        return img
-
-    def _wand_click(self, x: float, y: float, mods) -> None:
-        photo = self._wand_source()
-        depth = self._depth
-        if depth is not None and depth.shape != photo.shape[:2]:
-            depth = None
-        o = self._options
-        try:
-            mask = sel.magic_wand(
-                photo,
-                depth,
-                (x, y),
-                color_tol=o["color_tol"],
-                depth_tol=o["depth_tol"],
-                connectivity=int(o["connectivity"]),
-                edge_color_tol=o["edge_color_tol"],
-                edge_depth_tol=o["edge_depth_tol"],
-                fill_holes=int(o["fill_holes"] or 0),
-                normal_tol=o["normal_tol"],
-                crease_color_tol=float(o["crease_color_tol"]),
-                color_smooth=float(o["color_smooth"] or 0.0),
-            )
-        except sel.SelectionError as exc:
-            self.hint.emit(str(exc))
-            return
-        self._emit_region(mask, self._modifier_op(mods), "Magic wand")
