@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import time
 import traceback
 
 import core
@@ -16,6 +18,8 @@ from core.commands import COMMAND_MODULES
 from core.errors import HandlesError
 
 PROG = "handles-studio"
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from core.logs import setup_logging  # only for a command: --help and --version write no log
+
+    setup_logging()
+    log.info("%s %s: %s", PROG, core.__version__, " ".join(argv))
+    t0 = time.monotonic()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        log.info("%s finished with exit code %d in %.2f s", args.command, code, time.monotonic() - t0)
+        return code
     except KeyboardInterrupt:
+        log.info("%s interrupted after %.2f s", args.command, time.monotonic() - t0)
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (HandlesError, ValueError, KeyError, OSError) as exc:
@@ -58,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, KeyError):
             msg = msg.strip("'\"")
+        log.info("%s failed: %s", args.command, msg, exc_info=True)
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - last resort: still one line
         if args.debug:
             traceback.print_exc()
+        log.error("%s failed unexpectedly", args.command, exc_info=True)
         print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
         return 1
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -57,6 +58,8 @@ from core.errors import HandlesError, ProjectError
 from core.io import check_file
 from core.scene import Scene, SceneObject, new_id
 from core.transform import Transform3D
+
+log = logging.getLogger(__name__)
 
 MIMETYPE = "application/x-handles-studio"
 EXTENSION = ".handles"
@@ -198,6 +201,7 @@ def save_project(path, project: Project) -> Path:
         project.created, project.modified = created, modified
         _remove_stale_temps(path)
     except BaseException as exc:
+        log.warning("%s: save failed, the previous file is unchanged (%s: %s)", path, type(exc).__name__, exc)
         if fd >= 0:
             os.close(fd)
         try:
@@ -211,7 +215,15 @@ def save_project(path, project: Project) -> Path:
         if isinstance(exc, (ValueError, TypeError)):
             raise ProjectError(f"{path}: cannot save the project ({exc}); the previous file is unchanged") from exc
         raise
+    log.info("saved %s (%d bytes)", path, _size(path))
     return path
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone or unreadable already: the size is only for the log
+        return -1
 
 
 def _umask() -> int:
@@ -689,11 +701,17 @@ def load_project(path, caches: bool = True) -> Project:
     project, not for re-saving it (the caches would be lost).
     """
     path = Path(path)
-    r = _Reader(path)
     try:
-        return _load(r, path, caches)
-    finally:
-        r.close()
+        r = _Reader(path)
+        try:
+            project = _load(r, path, caches)
+        finally:
+            r.close()
+    except ProjectError as exc:
+        log.warning("%s: cannot load the project (%s)", path, exc)
+        raise
+    log.info("loaded %s (%d bytes, %d renders)", path, _size(path), len(project.renders))
+    return project
 
 
 def _load(r: _Reader, path: Path, want_caches: bool) -> Project:

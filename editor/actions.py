@@ -3,9 +3,13 @@ tip), and where each appears. Changes here when a command is added, renamed or m
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+import logging
+
+from PySide6.QtCore import QSize, Qt, QUrl
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QMessageBox, QStyle, QToolBar
+
+log = logging.getLogger(__name__)
 
 
 class ActionsMixin:
@@ -151,6 +155,7 @@ class ActionsMixin:
         # help
         A("about", "&About Handles Studio", self.about)
         A("shortcuts", "&Keyboard Shortcuts", self.show_shortcuts, K.HelpContents)
+        A("open_log_folder", "Open &Log Folder", self.open_log_folder, tip="Open the folder of the log file (to attach it to a bug report)")
 
     def _build_menus(self) -> None:
         a = self.actions_by_name
@@ -207,6 +212,7 @@ class ActionsMixin:
         m.addAction(a["free_memory"])
         m = mb.addMenu("&Help")
         m.addAction(a["shortcuts"])
+        m.addAction(a["open_log_folder"])
         m.addAction(a["about"])
         self._update_recent_menu()
 
@@ -314,6 +320,21 @@ class ActionsMixin:
             if seq:
                 out.append((a.text().replace("&", ""), seq))
         return out
+
+    def open_log_folder(self) -> bool:
+        """Show the log file's folder in the file manager (created first, so there is one to show)."""
+        from core.logs import log_dir
+
+        folder = log_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot create the log folder %s (%s)", folder, exc)
+        ok = QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        if not ok:
+            log.warning("no program opened the log folder %s", folder)
+            self.statusBar().showMessage(f"Log folder: {folder}", 10000)
+        return ok
 
     def show_shortcuts(self) -> None:
         rows = "".join(f"<tr><td>{t}</td><td><b>{s}</b></td></tr>" for t, s in self.shortcut_table())

@@ -15,12 +15,15 @@ worker thread when first needed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
 from pathlib import Path
 
 APP_NAME = "Handles Studio"
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +63,12 @@ def _install_excepthook(window) -> None:
 
     def hook(exc_type, exc, tb):
         details = "".join(traceback.format_exception(exc_type, exc, tb))
+        log.error("unexpected error in the GUI thread", exc_info=(exc_type, exc, tb))
         try:
             from editor.worker import one_line
 
             window.banner.show_error(f"Unexpected error: {one_line(exc)}", details)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - no banner (the window is gone): the previous hook prints it
             previous(exc_type, exc, tb)
             return
         sys.stderr.write(details)
@@ -92,6 +96,11 @@ def run(argv: list[str]) -> int:
         print(f"handles-studio: error: {problem}", file=sys.stderr)
         return 1
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import core
+    from core.logs import setup_logging
+
+    log_path = setup_logging()
+    log.info("Handles Studio %s starting (Python %s, %s); log file %s", core.__version__, sys.version.split()[0], sys.platform, log_path)
     app = make_application()
     from PySide6.QtCore import QTimer
 
@@ -131,4 +140,5 @@ def run(argv: list[str]) -> int:
         QTimer.singleShot(max(0, quit_after), finish)
     code = app.exec()
     win.shutdown()
+    log.info("Handles Studio exiting (code %s)", code)
     return int(code)

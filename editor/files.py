@@ -8,6 +8,7 @@ Everything here is called from the GUI thread and is fast, except the depth esti
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from core.document import PROJECT_SUFFIX, Document
 from core.errors import HandlesError, InputError
 from core.settings import atomic_write_text, recovery_dir
+
+log = logging.getLogger(__name__)
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 DEPTH_SUFFIXES = (".exr", ".npy", ".png", ".tif", ".tiff")
@@ -223,6 +226,7 @@ class RecoveryManager:
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._write_lock()
+        log.info("recovery: session lock %s", self.lock_path)
 
     def _write_lock(self) -> None:
         data = {"pid": self.pid, "original": self.original, "saved_at": self.saved_at, "autosave": self.autosave_path.name}
@@ -241,6 +245,7 @@ class RecoveryManager:
         self.original = str(document.path) if document.path else ""
         self.saved_at = now_iso()
         self._write_lock()
+        log.info("autosaved %s to %s", self.original or "the unsaved document", self.autosave_path)
         return self.autosave_path
 
     def discard_autosave(self) -> None:
@@ -261,6 +266,7 @@ class RecoveryManager:
             self.lock_path.unlink()
         except FileNotFoundError:
             pass
+        log.info("recovery: clean exit, session files removed from %s", self.folder)
 
     def find_recoverable(self) -> list[Recoverable]:
         """Autosaves of sessions whose process is gone (newest first). Stale locks without an
@@ -281,17 +287,20 @@ class RecoveryManager:
             name = str(data.get("autosave") or lock.with_suffix(PROJECT_SUFFIX).name)
             autosave = self.folder / Path(name).name
             if not autosave.is_file():
+                log.info("recovery: removing the stale lock %s (no autosave)", lock)
                 try:
                     lock.unlink()
-                except OSError:
+                except OSError:  # another session removed it, or a read-only folder: it is only skipped again
                     pass
                 continue
+            log.info("recovery: %s can be recovered (session %d, editing %s)", autosave, pid, data.get("original") or "an unsaved document")
             out.append(Recoverable(lock, autosave, str(data.get("original") or ""), str(data.get("saved_at") or "")))
         out.sort(key=lambda r: r.autosave.stat().st_mtime, reverse=True)
         return out
 
     @staticmethod
     def discard(rec: Recoverable) -> None:
+        log.info("recovery: discarding %s", rec.autosave)
         for p in (rec.autosave, rec.autosave.with_name(rec.autosave.name + ".bak"), rec.lock):
             try:
                 p.unlink()

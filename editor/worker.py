@@ -19,6 +19,7 @@ between edits of one photo), the geometric renderer otherwise; the request carri
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import traceback
@@ -31,6 +32,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 from core.errors import HandlesError, RenderCancelled
 from core.jobs import Cancelled, CancelToken, Error, Finished, Progress, Queued, RenderRequest
 from core.render import GeometricRenderer
+
+log = logging.getLogger(__name__)
 
 RendererFactory = Callable[[RenderRequest], Any]
 TaskFn = Callable[[Callable[[Any], None], CancelToken], Any]
@@ -65,6 +68,17 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _describe(job: _Job) -> str:
+    """``job 3 (render, request 1a2b...)`` for the log."""
+    key = ""
+    if job.request is not None:
+        try:
+            key = f", request {job.request.key()}"
+        except Exception:  # noqa: BLE001 - a request that cannot be hashed still renders (and fails there if it must)
+            key = ", request ?"
+    return f"job {job.id} ({job.name}{key})"
+
+
 class ModelRendererFactory:
     """Real renderer factory: the Diffusion Handles engine for a request that names a model on
     disk, the geometric preview for one that does not (the request says why).
@@ -91,6 +105,7 @@ class ModelRendererFactory:
     def unload(self) -> None:
         with self._lock:
             if self._engine is not None:
+                log.info("unloading the diffusion engine")
                 self._engine.clear()
             self._engine = None
 
@@ -151,6 +166,7 @@ class RenderWorker(QObject):
                 self._current.token.cancel()
             dropped, self._pending = self._pending, None
         if dropped is not None:
+            log.debug("job %d (%s) dropped before it started", dropped.id, dropped.name)
             self.event.emit(dropped.id, Cancelled(dropped.request))
         self._update_busy()
 
@@ -215,11 +231,15 @@ class RenderWorker(QObject):
         def emit(ev) -> None:
             self.event.emit(job.id, ev)
 
+        started = time.monotonic()
+        what = _describe(job)
+        log.info("%s started after %.2f s in the queue", what, started - job.submitted)
         try:
             job.token.check()
             if job.task is not None:
                 result = job.task(emit, job.token)
                 job.token.check()
+                log.info("%s finished in %.2f s", what, time.monotonic() - started)
                 emit(TaskDone(job.name, result))
                 return
             request = job.request
@@ -232,8 +252,11 @@ class RenderWorker(QObject):
             info = {"renderer": getattr(renderer, "name", type(renderer).__name__), **result.info}
             info.setdefault("seconds", round(time.monotonic() - t0, 3))
             info.setdefault("geometric", isinstance(renderer, GeometricRenderer))
+            log.info("%s finished in %.2f s by %s", what, time.monotonic() - started, info["renderer"])
             emit(Finished(request, result.image, info, dict(result.blobs)))
         except RenderCancelled:
+            log.info("%s cancelled after %.2f s", what, time.monotonic() - started)
             emit(Cancelled(job.request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an Error event, never a crash
+            log.error("%s failed after %.2f s: %s", what, time.monotonic() - started, one_line(exc), exc_info=True)
             emit(Error(one_line(exc), traceback.format_exc()))

@@ -53,3 +53,12 @@ def artifacts_dir() -> Path:
 def gl_required() -> bool:
     """`make test` sets HANDLES_STUDIO_REQUIRE_GL=1: there a missing GL context is a failure, not a skip."""
     return os.environ.get("HANDLES_STUDIO_REQUIRE_GL") == "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _state_dir(tmp_path_factory):
+    """The log file that the CLI and the editor open (core.logs.setup_logging) goes to a temporary
+    folder, never the real home (subprocesses inherit the variable)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HANDLES_STUDIO_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        yield

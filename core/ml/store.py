@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import re
 import socket
@@ -41,6 +42,8 @@ from core.errors import ModelError
 ROLES = ("renderer", "depth", "segmenter")
 ENV_MODEL_DIRS = "HANDLES_MODEL_DIRS"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+log = logging.getLogger(__name__)
 
 # Files a folder of each role needs when it is not a catalog entry ("a|b": either).
 _WEIGHTS_TF = "model.safetensors|pytorch_model.bin|model.safetensors.index.json|pytorch_model.bin.index.json"
@@ -511,11 +514,13 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
             for snap in snaps:
                 try:
                     check_model_folder(snap, role)
+                    log.info("model %s: using snapshot %s", text, snap)
                     return snap
                 except ModelError as exc:
                     errors.append(str(exc))
             raise ModelError(errors[0])
         check_model_folder(path, role)
+        log.info("model folder %s checked (%s)", path, role or "any role")
         return path
 
     if entry is not None:
@@ -523,13 +528,16 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
             raise ModelError(f"model '{entry.name}' is a {entry.role} model, not a {role}")
         candidates = _candidate_folders(entry, dirs)
         if not candidates:
+            log.info("model %s is not on disk (searched: %s)", entry.name, ", ".join(map(str, dirs)))
             raise ModelError(_missing_message(entry, dirs), fetch_command=entry.fetch_command)
         first_error: str | None = None
         for folder in candidates:
             try:
                 check_model_folder(folder, entry.role, entry)
+                log.info("model %s found in %s", entry.name, folder)
                 return folder
             except ModelError as exc:
+                log.info("model %s: skipping %s (%s)", entry.name, folder, exc)
                 first_error = first_error or str(exc)
         if first_error:
             raise ModelError(first_error)
@@ -542,7 +550,9 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
             for repo_dir in (d / repo_dir_name, d / "hub" / repo_dir_name):
                 for snap in _snapshot_candidates(repo_dir, "main"):
                     check_model_folder(snap, role)
+                    log.info("model %s found in %s", text, snap)
                     return snap
+        log.info("model %s is not on disk (searched: %s)", text, ", ".join(map(str, dirs)))
         cmd = fetch_command(text)
         raise ModelError(f"model '{text}' is not on disk; fetch it with: {cmd}  (searched: {', '.join(map(str, dirs))})", fetch_command=cmd)
     names = ", ".join(e.name for e in catalog() if role is None or e.role == role)

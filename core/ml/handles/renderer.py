@@ -20,6 +20,7 @@ working size, its description (``info``) and a newly computed identity (``blobs`
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import replace
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from core.ml.handles.identity import Identity
 
 IDENTITY_CACHE_PREFIX = "identity:"
+
+log = logging.getLogger(__name__)
 
 
 def _noop(_e) -> None:
@@ -194,9 +197,11 @@ class DiffusionHandlesRenderer:
             gc.collect()
             emit(Progress(stage="loading", step=0, total=1, message=f"loading {Path(folder).name}", eta_s=_load_estimate(folder, request.device)))
             t0 = time.monotonic()
+            log.info("loading the model in %s (device %s, precision %s)", folder, request.device, dtype or "auto")
             self._engine = HandlesEngine(load_models(folder, request.device, dtype))
             self._engine_key = key
             _remember_load_time(folder, request.device, time.monotonic() - t0)
+            log.info("model %s loaded on %s in %.1f s", Path(folder).name, self._engine.device, time.monotonic() - t0)
             emit(Progress(stage="loading", step=1, total=1, eta_s=0.0, message="model ready"))
         return self._engine, folder
 
@@ -249,9 +254,19 @@ class DiffusionHandlesRenderer:
             if name in caches:
                 try:
                     self.add_identity_bytes(caches[name])
-                except Exception:  # noqa: BLE001 - a damaged cache entry only costs a recomputation
-                    pass
+                except Exception as exc:  # noqa: BLE001 - a damaged cache entry only costs a recomputation
+                    log.warning("ignoring the project's damaged stored identity %s (%s: %s)", name, type(exc).__name__, exc)
             image, info = self._render(scene, request, emit, token)
+            log.info(
+                "rendered preset %s at %dx%d in %.2f s (identity %s, %.2f s; %d steps on %s)",
+                info["preset"],
+                *info["render_size"],
+                info["seconds"],
+                f"reused from {info['identity_reused']}" if info["identity_reused"] else "built",
+                info["identity_seconds"],
+                info["steps"],
+                info["device"],
+            )
             blobs = {}
             if name not in caches:
                 data = self.identity_bytes(info["identity_key"])
