@@ -467,11 +467,13 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
 
     def about(self) -> None:
         import core
+        from core.logs import log_location_text
 
         QMessageBox.about(
             self,
             f"About {APP_TITLE}",
-            f"<b>{APP_TITLE}</b> {core.__version__}<br>Move objects in a photo in 3D and re-render it with Diffusion Handles (Pandey et al., CVPR 2024).",
+            f"<b>{APP_TITLE}</b> {core.__version__}<br>Move objects in a photo in 3D and re-render it with Diffusion Handles (Pandey et al., CVPR 2024)."
+            f"<br><br>{log_location_text()} (Help \u25b8 Open Log Folder)",
         )
 
     def _restore_window_state(self) -> None:

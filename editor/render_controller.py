@@ -161,7 +161,7 @@ class RenderMixin:
             if handler is not None:
                 try:
                     handler(ev.result)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - a task's result handler failing is shown, never a crash
                     self.banner.show_error(one_line(exc), traceback.format_exc())
         elif isinstance(ev, Error):
             self._task_handlers.pop(job, None)

@@ -82,7 +82,7 @@ class ToolsMixin:
                     break
                 except ModelError as exc:
                     self._segment_hint = f"Click-to-segment is off: {one_line(exc)}"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a broken catalog only turns click-to-segment off, with the reason
             self._segment_hint = f"Click-to-segment is off: {one_line(exc)}"
         self._segmenter_cache = name
         self.actions_by_name["tool_segment"].setToolTip("Click-to-segment with SAM (S)" if name else f"{self._segment_hint} (S)")

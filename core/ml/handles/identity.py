@@ -140,5 +140,5 @@ class Identity:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return str(json.loads(bytes(z["header"]).decode("utf-8"))["key"])
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - not an identity blob (damaged, foreign): the caller recomputes it
             return None
