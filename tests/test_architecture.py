@@ -24,7 +24,7 @@ def _modules_after(stmt: str) -> set[str]:
     "stmt",
     [
         "import core",
-        "import core.scene, core.camera, core.transform, core.jobs, core.cli",
+        "import core.scene, core.camera, core.transform, core.jobs, core.cli, core.request, core.logs",
         "import core.ml",
         "from core.cli import build_parser; build_parser()",
     ],
