@@ -24,11 +24,19 @@ Depth files
 -----------
 :func:`load_depth` reads OpenEXR (any single channel; float16 or float32), 16-bit (or 8-bit)
 grayscale PNG with a scale, float32 TIFF and ``.npy`` files, as *z-depth* (see ``core.camera``) in
-the file's units; ``kind="disparity"`` inverts the values. The scale of an integer PNG/TIFF comes
-from the ``scale`` argument, else from the PNG text chunk ``handles:depth_scale`` written by
-:func:`save_depth` (``depth = value * scale``). NaN, infinite, zero and negative values are an
+the file's units. Depth files have the photos' :data:`MAX_PIXELS` limit, checked from the header
+before any pixel is decoded (EXR data window, Pillow's lazy size, the ``.npy`` header, which must
+also match the file's length). A multi-channel EXR gives its depth channel by
+:func:`exr_depth_channel` (``Z``, then a layer's ``*.Z``, then ``depth``... before ``Y`` and ``R``).
+``kind="disparity"`` inverts the values. The scale of an integer PNG/TIFF comes from the ``scale``
+argument, else from the PNG text chunk ``handles:depth_scale`` written by :func:`save_depth`
+(``depth = value * scale``). NaN, infinite, zero and negative values are an
 InputError that says how many there are and where (bounding box and first pixel), unless
 ``repair=True``, which gives every invalid pixel the value of its nearest valid pixel.
+
+A depth map resized to the working size must have the photo's (or the working size's) aspect
+ratio, within 1 % or one pixel, and at least 8 pixels a side (:func:`check_depth_shape`): it is
+resampled, never stretched.
 
 Resizing depth (:func:`resize_depth`): in smooth regions, area averaging when shrinking and
 bilinear interpolation when enlarging; near depth discontinuities the nearest source sample is
@@ -57,15 +65,25 @@ from core.errors import InputError
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-#: largest photo accepted, in pixels (width * height)
+#: largest photo or depth map accepted, in pixels (width * height), checked from the file's header
 MAX_PIXELS = 100_000_000
+#: most channel samples (width * height * channels, all parts) read from one depth EXR: 4 channels of MAX_PIXELS
+MAX_EXR_SAMPLES = 4 * MAX_PIXELS
+#: working resolution: the smallest and the largest long side accepted, in pixels
+MIN_LONG_SIDE = 64
+MAX_LONG_SIDE = 4096
+#: a depth map resized to the working size keeps the photo's aspect ratio within this (or one pixel)
+ASPECT_TOLERANCE = 0.01
+#: shortest side of a depth map that may be resized to the working size
+MIN_DEPTH_SIDE = 8
 #: photo formats accepted (Pillow format names; camera MPO files open through "JPEG")
 PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 DEPTH_EXTENSIONS = (".exr", ".png", ".tif", ".tiff", ".npy")
 #: PNG text chunk that stores the scale of a 16-bit depth PNG: depth = value * scale
 DEPTH_SCALE_KEY = "handles:depth_scale"
-#: preferred channel names of a multi-channel depth EXR, in order
+#: preferred channel names of a multi-channel depth EXR, in order; each name exactly, then as a
+#: layer's channel (``Z``, then ``view.Z``, then ``depth``, then ``view.depth``...)
 EXR_DEPTH_CHANNELS = ("Z", "depth", "Depth", "DEPTH", "distance", "Y", "R", "D", "V")
 #: relative second difference of disparity (1/z) above which a source pixel is a depth edge
 EDGE_THRESHOLD = 0.05
@@ -173,6 +191,15 @@ def _zero_size_hint(path: Path, fmt: str | None, head: bytes) -> str | None:
     return None
 
 
+def check_pixels(path, width: int, height: int, noun: str = "image", max_pixels: int = MAX_PIXELS) -> None:
+    """InputError (one line, naming ``path``) when ``width`` x ``height`` is over ``max_pixels``."""
+    if width * height > max_pixels:
+        raise InputError(
+            f"{_name(path)}: {noun} is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the "
+            f"{max_pixels // 1_000_000}-megapixel limit (decompression-bomb guard); downscale it first"
+        )
+
+
 def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int = MAX_PIXELS):
     """Open an image with Pillow and decode it, guarded: returns a loaded ``PIL.Image.Image``.
 
@@ -210,11 +237,7 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
         w, h = im.size
         if w <= 0 or h <= 0:
             raise InputError(f"{_name(path)}: image is {w}x{h} pixels (zero width or height)")
-        if w * h > max_pixels:
-            raise InputError(
-                f"{_name(path)}: image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the "
-                f"{max_pixels // 1_000_000}-megapixel limit (decompression-bomb guard); downscale it first"
-            )
+        check_pixels(path, w, h, max_pixels=max_pixels)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -340,6 +363,39 @@ def load_photo(path, long_side: int = 512) -> LoadedPhoto:
 
 
 # --------------------------------------------------------------------------- depth: reading
+def exr_depth_channel(names: list[str]) -> str | None:
+    """The depth channel among an EXR's channel ``names``: the only one, else the first of
+    :data:`EXR_DEPTH_CHANNELS` present exactly, else as a layer's channel (``view.Z``; layers in
+    name order), before the next name is tried: ``Z``, ``*.Z``, ``depth``, ``*.depth``... ``R``."""
+    if len(names) == 1:
+        return names[0]
+    for want in EXR_DEPTH_CHANNELS:
+        if want in names:
+            return want
+        layered = sorted(n for n in names if n.rsplit(".", 1)[-1] == want and "." in n)
+        if layered:
+            return layered[0]
+    return None
+
+
+def _check_exr_header(path: Path, head) -> None:
+    """Refuse, from an ``OpenEXR.File(..., header_only=True)``, a file too large to read safely."""
+    parts = [p.header for p in head.parts] or [head.header()]
+    samples = 0
+    for hdr in parts:
+        lo, hi = hdr["dataWindow"]
+        w, h = int(hi[0]) - int(lo[0]) + 1, int(hi[1]) - int(lo[1]) + 1
+        if w <= 0 or h <= 0:
+            raise InputError(f"{_name(path)}: EXR data window is {w}x{h} pixels (zero width or height)")
+        check_pixels(path, w, h, noun="depth map")
+        samples += w * h * max(1, len(hdr.get("channels", ())))
+    if samples > MAX_EXR_SAMPLES:
+        raise InputError(
+            f"{_name(path)}: EXR file holds {samples / 1e6:.0f} million channel samples in {len(parts)} part(s), over the "
+            f"{MAX_EXR_SAMPLES // 1_000_000} million limit; save the depth alone as a single-channel EXR"
+        )
+
+
 def _read_exr(path: Path) -> np.ndarray:
     try:
         import OpenEXR
@@ -353,19 +409,15 @@ def _read_exr(path: Path) -> np.ndarray:
     if magic != b"\x76\x2f\x31\x01":
         raise InputError(f"{_name(path)}: not an OpenEXR file")
     try:
+        _check_exr_header(path, OpenEXR.File(str(path), header_only=True))
         f = OpenEXR.File(str(path), separate_channels=True)
         channels = f.channels()
         chans = {name: c for name, c in channels.items()}
         if not chans:
             raise InputError(f"{_name(path)}: the EXR file has no channels")
-        if len(chans) == 1:
-            name = next(iter(chans))
-        else:
-            name = next((n for n in EXR_DEPTH_CHANNELS if n in chans), None)
-            if name is None:
-                name = next((n for n in chans if n.split(".")[-1] in EXR_DEPTH_CHANNELS), None)
-            if name is None:
-                raise InputError(f"{_name(path)}: no depth channel among {', '.join(sorted(chans))} (expected one of {', '.join(EXR_DEPTH_CHANNELS)})")
+        name = exr_depth_channel(list(chans))
+        if name is None:
+            raise InputError(f"{_name(path)}: no depth channel among {', '.join(sorted(chans))} (expected one of {', '.join(EXR_DEPTH_CHANNELS)})")
         px = np.asarray(chans[name].pixels)
     except InputError:
         raise
@@ -412,7 +464,44 @@ def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
         im.close()
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse, from its header and before any data is read, a .npy file that is not a numeric
+    array, is over :data:`MAX_PIXELS` or is shorter than its header says."""
+    from numpy.lib import format as npformat
+
+    try:
+        with open(path, "rb") as fh:
+            version = npformat.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = npformat.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = npformat.read_array_header_2_0(fh)
+            else:
+                raise InputError(f"{_name(path)}: not a plain numeric .npy array (format version {version[0]}.{version[1]}); save it with numpy.save")
+            data_at = fh.tell()
+        size = path.stat().st_size
+    except ValueError as exc:
+        raise InputError(f"{_name(path)}: not a plain numeric .npy array ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{_name(path)}: damaged or truncated .npy file ({exc})") from exc
+    if dtype.kind not in "fui" or dtype.hasobject:
+        raise InputError(f"{_name(path)}: depth array must be numeric and non-empty, got {dtype} {shape}")
+    dims = [int(n) for n in shape]
+    count = math.prod(dims)
+    plane = [n for n in dims if n != 1] if len(dims) == 3 else dims
+    desc = f"{plane[1]}x{plane[0]}" if len(plane) == 2 else f"shape {tuple(dims)}"
+    if count > MAX_PIXELS:
+        raise InputError(
+            f"{_name(path)}: depth array is {desc} = {count / 1e6:.0f} megapixels, over the "
+            f"{MAX_PIXELS // 1_000_000}-megapixel limit (decompression-bomb guard); downscale it first"
+        )
+    need = data_at + count * dtype.itemsize
+    if size < need:
+        raise InputError(f"{_name(path)}: truncated .npy file: its header says {desc} {dtype} ({need} bytes), the file has {size} bytes; save it again")
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    _check_npy_header(path)
     try:
         a = np.load(path, allow_pickle=False, mmap_mode=None)
     except ValueError as exc:
@@ -466,10 +555,19 @@ def fill_nearest(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
     return values[idx[0], idx[1]]
 
 
-def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", scale: float | None = None, repair: bool = False) -> np.ndarray:
+def load_depth(
+    path,
+    size: tuple[int, int] | None = None,
+    kind: str = "depth",
+    scale: float | None = None,
+    repair: bool = False,
+    photo_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Read a depth (or disparity) file as float32 z-depth (H, W) in the file's units.
 
     ``size``: (width, height) to resize to (see :func:`resize_depth`), None keeps the file's size.
+    ``photo_size``: the (width, height) of the photo whose working size ``size`` is: the depth must
+    have its aspect ratio (or ``size``'s), see :func:`check_depth_shape`.
     ``kind``: ``"depth"`` (z-depth) or ``"disparity"`` (inverse depth; the result is ``1 / value``).
     ``scale``: multiplies the stored values (required for integer images without a stored scale).
     ``repair``: fill NaN/inf/zero/negative values from the nearest valid pixel instead of failing.
@@ -493,17 +591,27 @@ def load_depth(path, size: tuple[int, int] | None = None, kind: str = "depth", s
             a = a * np.float32(scale)
     else:
         raise InputError(f"{_name(path)}: unsupported depth file type {ext or '(none)'} (use {', '.join(DEPTH_EXTENSIONS)})")
-    return prepare_depth(a, size=size, kind=kind, repair=repair, source=_name(path))
+    return prepare_depth(a, size=size, kind=kind, repair=repair, source=_name(path), photo_size=photo_size)
 
 
-def prepare_depth(values: np.ndarray, size: tuple[int, int] | None = None, kind: str = "depth", repair: bool = False, source: str = "depth") -> np.ndarray:
+def prepare_depth(
+    values: np.ndarray,
+    size: tuple[int, int] | None = None,
+    kind: str = "depth",
+    repair: bool = False,
+    source: str = "depth",
+    photo_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Validate (or repair), convert disparity to depth and resize an in-memory depth map.
 
-    ``values``: (H, W) numbers. ``source`` names the data in error messages. Returns float32 z-depth.
+    ``values``: (H, W) numbers. ``source`` names the data in error messages. ``size`` and
+    ``photo_size``: as for :func:`load_depth`. Returns float32 z-depth.
     """
     a = np.asarray(values)
     if a.ndim != 2 or a.size == 0 or a.dtype.kind not in "fui":
         raise InputError(f"{source}: depth must be a non-empty 2-D numeric array, got shape {a.shape}")
+    if size is not None:
+        check_depth_shape((a.shape[1], a.shape[0]), size, photo_size, source)
     a = a.astype(np.float32, copy=True)
     what = "disparity" if kind == "disparity" else "depth"
     bad = invalid_summary(a)
@@ -522,6 +630,64 @@ def prepare_depth(values: np.ndarray, size: tuple[int, int] | None = None, kind:
     if size is not None:
         a = resize_depth(a, size)
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _aspect_interval(width: int, height: int, tol: float = ASPECT_TOLERANCE) -> tuple[float, float]:
+    """The width/height ratios a ``width`` x ``height`` map may stand for: within ``tol``, or one
+    pixel of rounding along either side."""
+    r = width / height
+    lo = min(r / (1.0 + tol), (width - 1) / height, width / (height + 1))
+    hi = max(r * (1.0 + tol), (width + 1) / height, width / (height - 1) if height > 1 else math.inf)
+    return lo, hi
+
+
+def _working_ratios(w: int, h: int) -> tuple[float, float]:
+    """The width/height ratios of the images whose :func:`working_size` is ``w`` x ``h``
+    (both multiples of 64): the short side's rounding bin, in log space."""
+    L, s = max(w, h), min(w, h)
+    lo = 1.0 if s == L else math.sqrt((L / s) * (L / (s + 64)))
+    hi = math.inf if s == 64 else math.sqrt((L / s) * (L / (s - 64)))
+    if w > h:
+        return lo, hi
+    if w < h:
+        return 1.0 / hi, 1.0 / lo
+    return 1.0 / hi, hi
+
+
+def check_depth_shape(depth_size: tuple[int, int], size: tuple[int, int], photo_size: tuple[int, int] | None = None, source: str = "depth") -> None:
+    """InputError (one line, naming both sizes) when a ``depth_size`` = (w, h) map resized to ``size``
+    would be stretched.
+
+    Accepted: the same size; else a map of at least :data:`MIN_DEPTH_SIDE` pixels a side with the
+    aspect ratio of ``size`` or of ``photo_size`` (the photo, when known), within
+    :data:`ASPECT_TOLERANCE` or one pixel of rounding. Without ``photo_size``, a working size
+    ``size`` (multiples of 64) accepts every aspect ratio a photo with that working size may have.
+    """
+    dw, dh = int(depth_size[0]), int(depth_size[1])
+    w, h = int(size[0]), int(size[1])
+    if (dw, dh) == (w, h) or w <= 0 or h <= 0:
+        return  # a bad size is resize_depth's error
+    ref = f"the {photo_size[0]}x{photo_size[1]} photo" if photo_size is not None else f"the {w}x{h} working size"
+    if min(dw, dh) < MIN_DEPTH_SIDE:
+        raise InputError(
+            f"{source}: depth map is {dw}x{dh} pixels, too small to stretch over {ref} ; "
+            f"give a depth map of at least {MIN_DEPTH_SIDE} pixels a side, of the photo's aspect ratio"
+        )
+    lo, hi = _aspect_interval(dw, dh)
+    targets = [w / h]
+    if photo_size is not None and photo_size[0] > 0 and photo_size[1] > 0:
+        targets.append(photo_size[0] / photo_size[1])
+    if any(lo <= t <= hi for t in targets):
+        return
+    if photo_size is None and w % 64 == 0 and h % 64 == 0:
+        blo, bhi = _working_ratios(w, h)
+        if lo <= bhi and blo <= hi:
+            return
+    pw, ph = (int(photo_size[0]), int(photo_size[1])) if photo_size is not None else (w, h)
+    raise InputError(
+        f"{source}: depth map is {dw}x{dh} pixels (aspect {dw / dh:.3g}), the {'photo' if photo_size is not None else 'working size'} "
+        f"is {pw}x{ph} (aspect {pw / ph:.3g}): it would be stretched; give a depth map of the photo's aspect ratio (any size)"
+    )
 
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -616,8 +782,8 @@ def scene_from_photo(
 ):
     """A :class:`core.scene.Scene` (no objects) from a photo file and its depth.
 
-    ``depth``: an (H, W) array (any size: it is resized to the working size, see
-    :func:`resize_depth`), a depth file path (read with :func:`load_depth`), or None: then the
+    ``depth``: an (H, W) array (any size of the photo's or the working aspect ratio: it is resized
+    to the working size, see :func:`resize_depth` and :func:`check_depth_shape`), a depth file path (read with :func:`load_depth`), or None: then the
     scene gets a flat placeholder depth (every pixel 1.0) and ``depth_source = "none"``, for a
     caller that estimates the real depth afterwards and replaces ``scene.depth``.
     """
@@ -629,10 +795,10 @@ def scene_from_photo(
         d = np.ones((h, w), np.float32)
         source = "none"
     elif isinstance(depth, (str, os.PathLike)):
-        d = load_depth(depth, size=(w, h), kind=kind, repair=repair)
+        d = load_depth(depth, size=(w, h), kind=kind, repair=repair, photo_size=photo.original_size)
         source = "file"
     else:
-        d = prepare_depth(depth, size=(w, h), kind=kind, repair=repair, source="depth array")
+        d = prepare_depth(depth, size=(w, h), kind=kind, repair=repair, source="depth array", photo_size=photo.original_size)
         source = "array"
     return Scene(
         photo=photo.working,

@@ -1,0 +1,322 @@
+"""Hostile and mismatched inputs (issue 8): size bombs in depth files, header-only giants, an unbounded
+--long-side, a layered EXR that hides its Z channel, and depth maps of another shape than the photo.
+
+Every bomb is a small file whose header claims a huge image; the tests that read one run in a child
+process under an address-space limit, so a regression fails fast (MemoryError or a kill) instead of
+taking gigabytes from the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import io as cio
+from core.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _exr_attr(name: str, kind: str, value: bytes) -> bytes:
+    return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(value)) + value
+
+
+def _exr_zip(raw: bytes) -> bytes:
+    """OpenEXR's ZIP_COMPRESSION of one block: bytes split odd/even, delta predictor, zlib."""
+    a = np.frombuffer(raw, np.uint8)
+    t = np.concatenate([a[0::2], a[1::2]]).astype(np.int16)
+    d = t.copy()
+    d[1:] = (t[1:] - t[:-1] + 128 + 256) & 0xFF
+    return zlib.compress(d.astype(np.uint8).tobytes(), 9)
+
+
+def constant_exr(path: Path, width: int, height: int, channels: dict[str, float]) -> Path:
+    """A valid scanline, ZIP-compressed, half-float EXR with a constant value per channel.
+
+    Written block by block without ever holding the image, so a 16000x16000 file (the issue's
+    556 KB bomb) costs a few MB to make.
+    """
+    names = sorted(channels)
+    chlist = b"".join(n.encode() + b"\0" + struct.pack("<iB3xii", 1, 0, 1, 1) for n in names) + b"\0"
+    box = struct.pack("<iiii", 0, 0, width - 1, height - 1)
+    header = (
+        b"\x76\x2f\x31\x01"
+        + struct.pack("<i", 2)
+        + _exr_attr("channels", "chlist", chlist)
+        + _exr_attr("compression", "compression", bytes([3]))  # ZIP: 16 scanlines per block
+        + _exr_attr("dataWindow", "box2i", box)
+        + _exr_attr("displayWindow", "box2i", box)
+        + _exr_attr("lineOrder", "lineOrder", bytes([0]))
+        + _exr_attr("pixelAspectRatio", "float", struct.pack("<f", 1.0))
+        + _exr_attr("screenWindowCenter", "v2f", struct.pack("<ff", 0.0, 0.0))
+        + _exr_attr("screenWindowWidth", "float", struct.pack("<f", 1.0))
+        + b"\0"
+    )
+    line = b"".join(np.full(width, channels[n], np.float16).tobytes() for n in names)
+    blocks, cache = [], {}
+    for y in range(0, height, 16):
+        n = min(16, height - y)
+        if n not in cache:
+            cache[n] = _exr_zip(line * n)
+        blocks.append(struct.pack("<ii", y, len(cache[n])) + cache[n])
+    offset = len(header) + 8 * len(blocks)
+    offsets = []
+    for b in blocks:
+        offsets.append(offset)
+        offset += len(b)
+    path.write_bytes(header + struct.pack(f"<{len(offsets)}Q", *offsets) + b"".join(blocks))
+    return path
+
+
+def npy_header_only(path: Path, shape, dtype="<f8", data: bytes = b"") -> Path:
+    """A .npy file whose header claims ``shape`` followed by only ``data``."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+        fh.write(data)
+    return path
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)  # 16-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def tiff_claiming(path: Path, width: int, height: int) -> Path:
+    """A small float TIFF whose ImageWidth/ImageLength tags are patched to ``width`` x ``height``."""
+    Image.fromarray(np.ones((4, 4), np.float32), "F").save(path, format="TIFF")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00"
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        tag, kind, _n = struct.unpack_from("<HHI", data, at)
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            if kind == 3:  # SHORT
+                struct.pack_into("<HH", data, at + 8, value, 0)
+            else:
+                struct.pack_into("<I", data, at + 8, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def run_limited(code: str, mem_mb: int = 700, timeout: float = 60.0) -> tuple[str, float]:
+    """Run ``code`` in a child Python under an address-space limit of ``mem_mb``.
+
+    Returns (stdout + stderr, CPU seconds of the child): CPU time, not wall time, so that a busy
+    machine does not make the "fails fast" checks flaky.
+    """
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, _status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                _, _, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = 0  # reaped by wait4: Popen must not wait again
+        log.seek(0)
+        return log.read(), usage.ru_utime + usage.ru_stime
+
+
+LOAD_DEPTH = """
+    from core import io as cio
+    from core.errors import InputError
+    try:
+        cio.load_depth({path!r})
+        print("LOADED")
+    except InputError as exc:
+        print("InputError:", exc)
+"""
+
+
+def load_depth_limited(path: Path, mem_mb: int = 700) -> tuple[str, float]:
+    return run_limited(LOAD_DEPTH.format(path=str(path)), mem_mb)
+
+
+def make_dh_folder(folder: Path, w: int = 64, h: int = 64) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(folder / "input.png")
+    m = np.zeros((h, w), np.uint8)
+    m[h // 4 : h // 2, w // 4 : w // 2] = 255
+    Image.fromarray(m).save(folder / "mask.png")
+    constant_exr(folder / "depth.exr", w, h, {"Y": 3.0})
+    return folder
+
+
+# ----------------------------------------------------------------------------- the helpers are sound
+def test_constant_exr_is_a_valid_openexr_file(tmp_path):
+    import OpenEXR
+
+    p = constant_exr(tmp_path / "c.exr", 37, 21, {"Y": 2.5, "A": 1.0})  # 21 lines: a short last block
+    ch = OpenEXR.File(str(p), separate_channels=True).channels()
+    assert set(ch) == {"Y", "A"}
+    np.testing.assert_array_equal(ch["Y"].pixels, np.full((21, 37), 2.5, np.float16))
+    np.testing.assert_array_equal(cio.load_depth(p), np.full((21, 37), 2.5, np.float32))
+
+
+# ----------------------------------------------------------------------------- 1, 2: pixel cap from the header
+def test_a_16000_square_exr_is_refused_from_its_header(tmp_path):
+    p = constant_exr(tmp_path / "bomb.exr", 16000, 16000, {"Y": 1.0})
+    assert p.stat().st_size < 1_000_000  # the issue's 556 KB file
+    out, cpu_s = load_depth_limited(p)
+    assert "InputError:" in out, out
+    msg = out.split("InputError:", 1)[1].strip()
+    assert "\n" not in msg and "bomb.exr" in msg and "16000x16000" in msg and "100-megapixel" in msg, msg
+    assert cpu_s < 5, cpu_s
+
+
+def test_import_scene_with_a_bomb_depth_fails_fast_with_one_line(tmp_path):
+    folder = make_dh_folder(tmp_path / "scene")
+    constant_exr(folder / "depth.exr", 16000, 16000, {"Y": 1.0})
+    out, cpu_s = run_limited(
+        f"""
+        import sys
+        from core.cli import main
+        sys.exit(main(["import-scene", {str(folder)!r}, "-o", {str(tmp_path / "p.handles")!r}]))
+        """
+    )
+    assert "handles-studio: error:" in out and "depth.exr" in out and "megapixel" in out, out
+    assert "MemoryError" not in out and "Traceback" not in out, out
+    assert cpu_s < 5, cpu_s
+
+
+def test_npy_header_claiming_100000_square_is_an_input_error(tmp_path):
+    p = npy_header_only(tmp_path / "huge.npy", (100000, 100000))
+    out, _ = load_depth_limited(p)
+    assert "InputError:" in out and "MemoryError" not in out, out
+    msg = out.split("InputError:", 1)[1].strip()
+    assert "huge.npy" in msg and "100000x100000" in msg and "megapixel" in msg, msg
+    # in this process too: refused from the header, nothing allocated
+    with pytest.raises(InputError, match="megapixel"):
+        cio.load_depth(p)
+
+
+def test_npy_under_the_cap_but_truncated_is_refused_before_reading(tmp_path):
+    # 81 MP of float64 = 648 MB claimed, 80 bytes present: the size check needs no allocation
+    p = npy_header_only(tmp_path / "short.npy", (9000, 9000), data=b"\0" * 80)
+    out, _ = load_depth_limited(p, mem_mb=500)
+    assert "InputError:" in out and "MemoryError" not in out, out
+    msg = out.split("InputError:", 1)[1].strip()
+    assert "short.npy" in msg and "truncated" in msg, msg
+
+
+def test_npy_header_checks_keep_the_old_messages(tmp_path):
+    p = npy_header_only(tmp_path / "obj.npy", (3, 3), dtype="|O")
+    with pytest.raises(InputError, match="obj.npy"):
+        cio.load_depth(p)
+    (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    with pytest.raises(InputError, match="junk.npy"):
+        cio.load_depth(tmp_path / "junk.npy")
+    np.save(tmp_path / "col.npy", np.ones((1, 20, 30), np.float32))
+    assert cio.load_depth(tmp_path / "col.npy").shape == (20, 30)
+
+
+@pytest.mark.parametrize("kind", ["png", "tif"])
+def test_image_depth_over_the_cap_is_refused_from_its_header(tmp_path, kind):
+    p = png_header_only(tmp_path / "big.png", 16000, 16000) if kind == "png" else tiff_claiming(tmp_path / "big.tif", 12000, 9000)
+    out, cpu_s = load_depth_limited(p)
+    assert "InputError:" in out, out
+    msg = out.split("InputError:", 1)[1].strip()
+    assert p.name in msg and ("megapixel" in msg or "too large" in msg), msg
+    assert cpu_s < 5, cpu_s
+
+
+# ----------------------------------------------------------------------------- 4: layered EXR channels
+def write_exr(path: Path, channels: dict[str, float], h: int = 8, w: int = 12) -> Path:
+    import OpenEXR
+
+    chans = {k: OpenEXR.Channel(np.full((h, w), v, np.float32)) for k, v in channels.items()}
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, chans) as f:
+        f.write(str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "channels, expected",
+    [
+        ({"view.Z": 7.0, "view.R": 0.5, "view.G": 0.5, "view.B": 0.5}, 7.0),  # the issue's file
+        ({"view.Z": 7.0, "R": 0.5}, 7.0),  # a layer's Z beats a bare colour channel
+        ({"Z": 3.0, "a.Z": 5.0, "R": 0.5}, 3.0),  # the exact name first
+        ({"R": 0.5, "G": 0.5, "B": 0.5, "render.depth": 4.0}, 4.0),
+        ({"beauty.R": 0.5, "beauty.Y": 0.25}, 0.25),  # no depth name at all: Y, then R
+    ],
+)
+def test_exr_prefers_z_like_channels(tmp_path, channels, expected):
+    p = write_exr(tmp_path / "layers.exr", channels)
+    np.testing.assert_array_equal(cio.load_depth(p), np.full((8, 12), expected, np.float32))
+
+
+# ----------------------------------------------------------------------------- 5: depth of another shape
+def _photo(tmp_path: Path, w: int, h: int) -> Path:
+    p = tmp_path / "photo.png"
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(p)
+    return p
+
+
+@pytest.mark.parametrize("dw, dh", [(100, 37), (1, 1), (512, 256), (256, 512), (512, 560)])
+def test_depth_of_another_aspect_ratio_is_refused(tmp_path, dw, dh):
+    photo = _photo(tmp_path, 512, 512)
+    np.save(tmp_path / "d.npy", np.ones((dh, dw), np.float32))
+    with pytest.raises(InputError) as e:
+        cio.scene_from_photo(photo, tmp_path / "d.npy")
+    msg = str(e.value)
+    assert "\n" not in msg and "d.npy" in msg and f"{dw}x{dh}" in msg and "512x512" in msg, msg
+    with pytest.raises(InputError, match=f"{dw}x{dh}"):
+        cio.scene_from_photo(photo, np.ones((dh, dw), np.float32))
+
+
+@pytest.mark.parametrize(
+    "photo_wh, depth_wh",
+    [
+        ((512, 512), (256, 256)),  # the same aspect, resampled
+        ((512, 512), (1024, 1024)),
+        ((1920, 1080), (512, 320)),  # a depth made at the working size (the `depth` command's output)
+        ((1920, 1080), (960, 540)),  # a depth at the photo's aspect
+        ((200, 120), (100, 61)),  # one pixel of rounding
+        ((2000, 1200), (1008, 600)),  # 0.8 % off
+    ],
+)
+def test_depth_of_the_photos_or_the_working_aspect_is_accepted(tmp_path, photo_wh, depth_wh):
+    photo = _photo(tmp_path, *photo_wh)
+    dw, dh = depth_wh
+    s = cio.scene_from_photo(photo, np.full((dh, dw), 2.0, np.float32))
+    assert s.depth.shape == (s.size[1], s.size[0]) and np.all(s.depth == 2.0)
+
+
+def test_load_depth_to_a_working_size_refuses_a_gross_mismatch(tmp_path):
+    np.save(tmp_path / "d.npy", np.ones((37, 100), np.float32))
+    with pytest.raises(InputError) as e:
+        cio.load_depth(tmp_path / "d.npy", size=(512, 512))
+    assert "100x37" in str(e.value) and "512x512" in str(e.value)
+    # without the photo's size, any aspect that gives the same working size passes
+    np.save(tmp_path / "w.npy", np.ones((1080, 1920), np.float32))
+    assert cio.load_depth(tmp_path / "w.npy", size=(512, 320)).shape == (320, 512)
+    assert cio.prepare_depth(np.ones((320, 512), np.float32), size=(256, 192)).shape == (192, 256)  # 1.6 -> 256x192
