@@ -9,7 +9,7 @@ LittleCMS. Transparency is not composited: the colour channels are kept as store
 channel is returned separately (as an optional mask, float32 in [0, 1]) when it is not fully opaque.
 
 The *working resolution* (:func:`working_size`) has its long side at ``long_side`` pixels (512 by
-default) and both sides multiples of 64, the short side chosen for the closest aspect ratio. The
+default, :data:`MIN_LONG_SIDE` to :data:`MAX_LONG_SIDE`: 64 to 4096) and both sides multiples of 64, the short side chosen for the closest aspect ratio. The
 photo is resized (Lanczos), not cropped: when the exact aspect ratio cannot be met, the working
 image is stretched slightly along its short side (to the multiple of 64 nearest in aspect ratio,
 e.g. 1920x1080 -> 512x320, 11 % taller than exact; the camera treats working pixels as square).
@@ -94,17 +94,31 @@ def _name(path) -> str:
 
 
 # --------------------------------------------------------------------------- working size
+def check_long_side(long_side) -> int:
+    """``long_side`` as an int; InputError (one line) unless it is a whole number of pixels from
+    :data:`MIN_LONG_SIDE` to :data:`MAX_LONG_SIDE` (the working resolution's long side)."""
+    try:
+        n = int(long_side)
+        whole = n == long_side or isinstance(long_side, str)
+    except (TypeError, ValueError, OverflowError):
+        n, whole = 0, False
+    if not whole or not MIN_LONG_SIDE <= n <= MAX_LONG_SIDE:
+        raise InputError(
+            f"working resolution (long side) must be a whole number of pixels from {MIN_LONG_SIDE} to {MAX_LONG_SIDE}, got {long_side}; choose one in that range, e.g. 512"
+        )
+    return n
+
+
 def working_size(width: int, height: int, long_side: int = 512) -> tuple[int, int]:
     """Working size ``(w, h)`` for an image of ``width`` x ``height`` pixels.
 
-    The long side becomes ``long_side`` rounded to a multiple of 64 (at least 64); the short side is
-    the multiple of 64 (at least 64) whose aspect ratio is closest to the image's.
+    The long side becomes ``long_side`` (:data:`MIN_LONG_SIDE` to :data:`MAX_LONG_SIDE`, see
+    :func:`check_long_side`) rounded to a multiple of 64; the short side is the multiple of 64 (at
+    least 64) whose aspect ratio is closest to the image's.
     """
-    width, height, long_side = int(width), int(height), int(long_side)
+    width, height, long_side = int(width), int(height), check_long_side(long_side)
     if width <= 0 or height <= 0:
         raise InputError(f"image size must be positive, got {width}x{height}")
-    if long_side < 64:
-        raise InputError(f"working resolution must be at least 64 pixels, got {long_side}")
     L = max(64, int(round(long_side / 64.0)) * 64)
     big, small = max(width, height), min(width, height)
     # the two multiples of 64 around the exact short side; the closer aspect ratio (in log space) wins

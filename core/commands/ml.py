@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.commands import LONG_SIDE_RANGE, long_side_arg
+
 
 def register(subparsers) -> None:
     models = subparsers.add_parser(
@@ -67,7 +69,7 @@ def register(subparsers) -> None:
     depth.add_argument("image", help="the photo")
     depth.add_argument("-o", "--output", required=True, metavar="OUT", help="depth file to write (.exr/.npy/.png/.tif)")
     depth.add_argument("--model", default=None, metavar="NAME|PATH", help="depth model (default: the catalog's default)")
-    depth.add_argument("--long-side", type=int, default=512, metavar="N", help="working resolution's long side (default 512)")
+    depth.add_argument("--long-side", type=long_side_arg, default=512, metavar="N", help=f"working resolution's long side ({LONG_SIDE_RANGE}; default 512)")
     depth.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     depth.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="default: fp16 on GPUs, fp32 on CPUs")
     depth.add_argument("--near", type=float, default=None, help="relative models: distance of the nearest point in metres (default 1)")
@@ -126,8 +128,6 @@ def _depth(args) -> int:
     from core.errors import InputError
     from core.ml.depth import DEFAULT_FAR, DEFAULT_NEAR, DepthEstimator
 
-    if args.long_side < 64 or args.long_side > 4096:
-        raise InputError(f"--long-side must be between 64 and 4096, got {args.long_side}")
     out = Path(args.output)
     if out.suffix.lower() not in (".exr", ".npy", ".png", ".tif", ".tiff"):
         raise InputError(f"output {out.name}: use a .exr, .npy, .png or .tif file name")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.commands import LONG_SIDE_RANGE, long_side_arg
 from core.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -177,6 +178,6 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="out.png", help="preview image to write")
     p.add_argument("--depth-out", default=None, metavar="depth.npy", help="write the edited depth (float32, depth units)")
     p.add_argument("--hole-out", default=None, metavar="hole.png", help="write the hole mask (255 = uncovered background)")
-    p.add_argument("--long-side", type=int, default=None, metavar="N", help="working resolution for a scene folder (default 512)")
+    p.add_argument("--long-side", type=long_side_arg, default=None, metavar="N", help=f"working resolution for a scene folder ({LONG_SIDE_RANGE}; default 512)")
     p.add_argument("--repair-depth", action="store_true", help="fill invalid depth values of a scene folder")
     p.set_defaults(func=cmd_preview)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.commands import LONG_SIDE_RANGE, long_side_arg
 from core.errors import InputError
 
 
@@ -23,7 +24,7 @@ def load_any_scene(path, long_side: int | None = None, repair: bool = False):
         if not is_dh_scene(p):
             load_dh_scene(p)  # raises the precise "missing ..." error
             raise InputError(f"{p}: not a Diffusion Handles scene folder")
-        return load_dh_scene(p, long_side=long_side or 512, repair=repair), "folder", None
+        return load_dh_scene(p, long_side=512 if long_side is None else long_side, repair=repair), "folder", None
     if not p.exists():
         raise InputError(f"{p}: no such project file or scene folder")
     if long_side is not None:
@@ -165,7 +166,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("folder", metavar="DIR", help="scene folder")
     p.add_argument("-o", "--output", required=True, metavar="P.handles", help="project file to write")
-    p.add_argument("--long-side", type=int, default=512, help="working resolution, long side in pixels (default 512)")
+    p.add_argument(
+        "--long-side", type=long_side_arg, default=512, metavar="N", help=f"working resolution, long side in pixels ({LONG_SIDE_RANGE}; default 512)"
+    )
     p.add_argument("--repair-depth", action="store_true", help="fill invalid depth values from the nearest valid pixel")
     p.set_defaults(func=cmd_import_scene)
 

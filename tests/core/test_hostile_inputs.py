@@ -249,6 +249,61 @@ def test_image_depth_over_the_cap_is_refused_from_its_header(tmp_path, kind):
     assert cpu_s < 5, cpu_s
 
 
+# ----------------------------------------------------------------------------- 3: --long-side
+@pytest.mark.parametrize("value", [100000, 4097, 0, -5])
+def test_working_size_refuses_a_long_side_out_of_range(value):
+    with pytest.raises(InputError) as e:
+        cio.working_size(640, 480, long_side=value)
+    msg = str(e.value)
+    assert "\n" not in msg and str(value) in msg and "64" in msg and str(cio.MAX_LONG_SIDE) in msg, msg
+
+
+def test_working_size_accepts_the_limits():
+    assert cio.working_size(640, 480, long_side=cio.MAX_LONG_SIDE) == (4096, 3072)
+    assert cio.working_size(640, 480, long_side=64) == (64, 64)
+
+
+def _cli_argv(command: str, tmp_path: Path, value: str) -> list[str]:
+    folder = tmp_path / "scene"
+    if command == "import-scene":
+        return ["import-scene", str(folder), "-o", str(tmp_path / "p.handles"), "--long-side", value]
+    if command == "preview":
+        return ["preview", str(folder), "--translate", "0", "0", "0", "-o", str(tmp_path / "o.png"), "--long-side", value]
+    return ["depth", str(folder / "input.png"), "-o", str(tmp_path / "d.npy"), "--long-side", value]
+
+
+@pytest.mark.parametrize("command", ["import-scene", "preview", "depth"])
+@pytest.mark.parametrize("value", ["100000", "0", "-5", "big"])
+def test_cli_long_side_is_bounded_and_positive(tmp_path, capsys, command, value):
+    from core.cli import main
+
+    make_dh_folder(tmp_path / "scene")
+    code = main(_cli_argv(command, tmp_path, value))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert "argument --long-side" in last and value in last and str(cio.MAX_LONG_SIDE) in last, err
+    assert not (tmp_path / "p.handles").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_cli_help_states_the_long_side_limit(capsys):
+    from core.cli import main
+
+    for command in ("import-scene", "preview", "depth"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"64 to {cio.MAX_LONG_SIDE}" in text, (command, text)
+
+
+def test_load_any_scene_does_not_turn_zero_into_the_default(tmp_path):
+    from core.commands.project import load_any_scene
+
+    folder = make_dh_folder(tmp_path / "scene")
+    with pytest.raises(InputError, match="64"):
+        load_any_scene(folder, long_side=0)
+    assert load_any_scene(folder)[0].size == (512, 512)
+
+
 # ----------------------------------------------------------------------------- 4: layered EXR channels
 def write_exr(path: Path, channels: dict[str, float], h: int = 8, w: int = 12) -> Path:
     import OpenEXR
