@@ -742,52 +742,73 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- depth: writing
 def save_depth(path, depth: np.ndarray, scale: float | None = None) -> Path:
-    """Write a (H, W) depth map by extension; returns the path.
+    """Write a (H, W) depth map by extension, atomically (see :mod:`core.atomic`); returns the path.
 
     ``.exr``: float32, one channel "Y", ZIP compression. ``.npy``: float32. ``.tif``/``.tiff``:
     float32 (mode F). ``.png``: 16-bit grayscale, ``value = round(depth / scale)`` clipped to
     1..65535, the scale stored in the text chunk ``handles:depth_scale`` (default scale:
-    ``max(depth) / 65535``); PNG needs finite, positive depth.
+    ``max(depth) / 65535``); PNG needs finite, positive depth. A failed write leaves the previous
+    file unchanged.
     """
+    from core.atomic import atomic_write
+
+    atomic_write(path, depth_writer(path, depth, scale), what="depth file")
+    return Path(path)
+
+
+def depth_writer(path, depth: np.ndarray, scale: float | None = None):
+    """Check a depth map and ``path``'s type for :func:`save_depth` and return ``write(file)``,
+    which writes it in ``path``'s format to any file name (a :class:`core.atomic.Output` writer).
+    Raises InputError before anything is written for a bad array, type or PNG value."""
     path = Path(path)
     d = np.asarray(depth)
     if d.ndim != 2 or d.size == 0:
         raise InputError(f"{_name(path)}: depth to save must be a non-empty 2-D array, got shape {d.shape}")
     d = np.ascontiguousarray(d, dtype=np.float32)
     ext = path.suffix.lower()
-    try:
-        if ext == ".npy":
-            with open(path, "wb") as fh:
+    if ext == ".npy":
+
+        def write(target: Path) -> None:
+            with open(target, "wb") as fh:
                 np.save(fh, d, allow_pickle=False)
-        elif ext == ".exr":
+
+    elif ext == ".exr":
+
+        def write(target: Path) -> None:
             import OpenEXR
 
             header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-            with OpenEXR.File(header, {"Y": OpenEXR.Channel(d)}) as f:
-                f.write(str(path))
-        elif ext in (".tif", ".tiff"):
+            try:
+                with OpenEXR.File(header, {"Y": OpenEXR.Channel(d)}) as f:
+                    f.write(str(target))
+            except RuntimeError as exc:  # OpenEXR reports I/O errors so
+                raise OSError(str(exc)) from exc
+
+    elif ext in (".tif", ".tiff"):
+
+        def write(target: Path) -> None:
             from PIL import Image
 
-            Image.fromarray(d, mode="F").save(path, format="TIFF")
-        elif ext == ".png":
+            Image.fromarray(d, mode="F").save(target, format="TIFF")
+
+    elif ext == ".png":
+        if not np.isfinite(d).all() or (d <= 0).any():
+            raise InputError(f"{_name(path)}: a 16-bit PNG can only store finite positive depth; use .exr or .npy")
+        s = float(scale) if scale is not None else float(d.max()) / 65535.0
+        if not (math.isfinite(s) and s > 0):
+            raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
+        q = np.clip(np.rint(d.astype(np.float64) / s), 1, 65535).astype(np.uint16)
+
+        def write(target: Path) -> None:
             from PIL import Image, PngImagePlugin
 
-            if not np.isfinite(d).all() or (d <= 0).any():
-                raise InputError(f"{_name(path)}: a 16-bit PNG can only store finite positive depth; use .exr or .npy")
-            s = float(scale) if scale is not None else float(d.max()) / 65535.0
-            if not (math.isfinite(s) and s > 0):
-                raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
-            q = np.clip(np.rint(d.astype(np.float64) / s), 1, 65535).astype(np.uint16)
             info = PngImagePlugin.PngInfo()
             info.add_text(DEPTH_SCALE_KEY, repr(s))
-            Image.fromarray(q).save(path, format="PNG", pnginfo=info)
-        else:
-            raise InputError(f"{_name(path)}: unsupported depth file type {ext or '(none)'} (use .exr, .npy, .png or .tif)")
-    except InputError:
-        raise
-    except OSError as exc:
-        raise InputError(f"{_name(path)}: cannot write the depth file ({exc.strerror or exc})") from exc
-    return path
+            Image.fromarray(q).save(target, format="PNG", pnginfo=info)
+
+    else:
+        raise InputError(f"{_name(path)}: unsupported depth file type {ext or '(none)'} (use .exr, .npy, .png or .tif)")
+    return write
 
 
 # --------------------------------------------------------------------------- scenes

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from core import atomic
+from core.errors import InputError
 
 APP_NAME = "handles-studio"
 CONFIG_ENV = "HANDLES_STUDIO_CONFIG_DIR"
@@ -179,21 +181,17 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, fsync, replace)."""
+    """Write ``text`` to ``path`` atomically (through :mod:`core.atomic`), creating its folder.
+
+    Raises OSError (whose message is one line naming ``path``) when it cannot be written; the
+    previous file is then unchanged.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        atomic.atomic_write_text(path, text, what="file")
+    except InputError as exc:
+        cause = exc.__cause__
+        raise OSError(cause.errno if isinstance(cause, OSError) else None, str(exc)) from exc
 
 
 def save_settings(settings: Settings, path: str | os.PathLike | None = None) -> Path:

@@ -89,6 +89,26 @@ def _display_problem() -> str | None:
     )
 
 
+def _save_screenshot(win, out: Path) -> str:
+    """Write the window's picture to ``out`` (format by extension, atomically); what happened."""
+    from core.atomic import atomic_write, image_format
+    from core.errors import HandlesError
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fmt = image_format(out, "screenshot")
+        pixmap = win.grab()
+
+        def write(tmp: Path) -> None:
+            if not pixmap.save(str(tmp), fmt):
+                raise OSError(f"Qt cannot write {fmt}")
+
+        atomic_write(out, write, what="screenshot")
+    except (HandlesError, OSError) as exc:
+        return f"screenshot could not be saved to {out}: {exc}"
+    return f"screenshot saved to {out}"
+
+
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     problem = _display_problem()
@@ -130,9 +150,7 @@ def run(argv: list[str]) -> int:
         def finish() -> None:
             if args.screenshot:
                 out = Path(args.screenshot).expanduser()
-                out.parent.mkdir(parents=True, exist_ok=True)
-                ok = win.grab().save(str(out))
-                print(f"handles-studio: screenshot {'saved to' if ok else 'could not be saved to'} {out}", file=sys.stderr)
+                print(f"handles-studio: {_save_screenshot(win, out)}", file=sys.stderr)
             win.shutdown()
             win.hide()
             app.quit()

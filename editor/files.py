@@ -115,21 +115,20 @@ def edited_depth(scene) -> np.ndarray:
     return np.asarray(plan(scene).edited_depth, dtype=np.float32)
 
 
+#: image export formats by extension
+EXPORT_IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def export_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
-    from PIL import Image
+    """Write ``image`` as PNG or JPEG (by extension), atomically: a failed write leaves a
+    previous file as it was."""
+    from core.atomic import image_format, save_image
 
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".png", ".jpg", ".jpeg"):
+    if p.suffix.lower() not in EXPORT_IMAGE_FORMATS:
         raise InputError(f"{p}: export an image as .png, .jpg or .jpeg")
-    img = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    try:
-        if suffix == ".png":
-            img.save(p, format="PNG")
-        else:
-            img.save(p, format="JPEG", quality=int(quality))
-    except OSError as exc:
-        raise InputError(f"{p}: cannot write the image ({exc.strerror or exc})") from exc
+    params = {"quality": int(quality)} if image_format(p, formats=EXPORT_IMAGE_FORMATS) == "JPEG" else {}
+    save_image(p, np.ascontiguousarray(image, dtype=np.uint8), what="image", **params)
     return p
 
 
@@ -160,16 +159,23 @@ def edited_points(scene) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_ply(path: str | os.PathLike, scene) -> Path:
-    """Write the edited scene's coloured point cloud as PLY through Open3D."""
+    """Write the edited scene's coloured point cloud as PLY through Open3D, atomically."""
     import open3d as o3d
 
+    from core.atomic import atomic_write, check_output
+
     p = Path(path)
+    check_output(p, "point cloud")
     points, colors = edited_points(scene)
     pc = o3d.geometry.PointCloud()
     pc.points = o3d.utility.Vector3dVector(points)
     pc.colors = o3d.utility.Vector3dVector(np.clip(colors, 0.0, 1.0))
-    if not o3d.io.write_point_cloud(str(p), pc, write_ascii=False):
-        raise InputError(f"{p}: Open3D could not write the point cloud (check the folder and the .ply extension)")
+
+    def write(tmp: Path) -> None:  # the temporary keeps the extension: Open3D picks the format by it
+        if not o3d.io.write_point_cloud(str(tmp), pc, write_ascii=False):
+            raise InputError(f"{p}: Open3D could not write the point cloud (check the .ply extension)")
+
+    atomic_write(p, write, what="point cloud", keep_suffix=True)
     return p
 
 

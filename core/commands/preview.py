@@ -6,6 +6,7 @@ Heavy modules (Pillow, SciPy, the geometry) are imported inside the command.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from core.commands import LONG_SIDE_RANGE, long_side_arg
@@ -71,17 +72,6 @@ def edit_transform(args, frame: str):
     return Transform3D.from_axis_angle(axis, angle, translation=tuple(t), scale=scale)
 
 
-def _save_image(path: Path, image, what: str) -> None:
-    from PIL import Image
-
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputError(f"{path}: unsupported {what} type {path.suffix or '(none)'} (use {', '.join(IMAGE_EXTENSIONS)})")
-    try:
-        Image.fromarray(image).save(path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
-
-
 def apply_edit(scene, args, kind: str) -> None:
     """Set the scene's transforms from ``--variant`` or the transform flags (``preview`` and ``render``).
 
@@ -132,32 +122,58 @@ def add_edit_arguments(p: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def _check_outputs(args) -> dict[str, Path]:
+    """The outputs asked for ("image", "depth", "hole"), each checked (type, folder) without
+    writing anything; InputError (one line) for the first bad one."""
+    from core.atomic import check_output, image_format, target_path
+    from core.io import DEPTH_EXTENSIONS
+
+    outputs = {"image": Path(args.output)}
+    image_format(outputs["image"], "image")
+    check_output(outputs["image"], "preview image")
+    if args.depth_out:
+        d = outputs["depth"] = Path(args.depth_out)
+        if d.suffix.lower() not in DEPTH_EXTENSIONS:
+            raise InputError(f"{d}: unsupported depth file type {d.suffix or '(none)'} (use .exr, .npy, .png or .tif)")
+        check_output(d, "depth file")
+    if args.hole_out:
+        outputs["hole"] = Path(args.hole_out)
+        image_format(outputs["hole"], "hole mask")
+        check_output(outputs["hole"], "hole mask")
+    seen: dict[str, Path] = {}
+    for p in outputs.values():
+        key = os.path.normcase(os.path.abspath(target_path(p)))
+        if key in seen:
+            raise InputError(f"{p}: given for two outputs ({seen[key]} and {p}); each output needs its own file")
+        seen[key] = p
+    return outputs
+
+
 def cmd_preview(args) -> int:
     import numpy as np
 
+    from core.atomic import Output, image_output, write_atomically
     from core.commands.project import load_any_scene
     from core.geometry.warp import plan as warp_plan
     from core.preview import render_preview
 
-    out = Path(args.output)
-    if out.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputError(f"{out}: unsupported image type {out.suffix or '(none)'} (use {', '.join(IMAGE_EXTENSIONS)})")
+    outputs = _check_outputs(args)  # every output is checked before any work or any write
     scene, kind, _ = load_any_scene(args.source, long_side=args.long_side, repair=args.repair_depth)
     apply_edit(scene, args, kind)
 
     plan = warp_plan(scene)
     result = render_preview(scene, plan)
-    _save_image(out, np.ascontiguousarray(result.image, dtype=np.uint8), "preview image")
-    written = [str(out)]
-    if args.depth_out:
-        from core.io import save_depth
+    out = outputs["image"]
+    files = [image_output(out, np.ascontiguousarray(result.image, dtype=np.uint8), what="preview image")]
+    if "depth" in outputs:
+        from core.io import depth_writer
 
-        save_depth(args.depth_out, np.asarray(plan.edited_depth, dtype=np.float32))
-        written.append(str(args.depth_out))
-    if args.hole_out:
-        hole_path = Path(args.hole_out)
-        _save_image(hole_path, np.asarray(result.hole, dtype=bool).astype(np.uint8) * 255, "hole mask")
-        written.append(str(hole_path))
+        depth_out = outputs["depth"]
+        files.append(Output(depth_out, depth_writer(depth_out, np.asarray(plan.edited_depth, dtype=np.float32)), "depth file"))
+    if "hole" in outputs:
+        files.append(image_output(outputs["hole"], np.asarray(result.hole, dtype=bool).astype(np.uint8) * 255, what="hole mask"))
+    write_atomically(files)  # all or nothing: a failed output leaves every target as it was
+    written = [str(f.path) for f in files]
     h, w = result.image.shape[:2]
     print(f"wrote {', '.join(written)} ({w}x{h}, {int(np.count_nonzero(result.hole))} hole pixels)")
     return 0

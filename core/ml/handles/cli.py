@@ -78,6 +78,9 @@ def cmd_render(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{out}: unsupported image type {out.suffix or '(none)'} (use {', '.join(IMAGE_EXTENSIONS)})")
+    from core.atomic import check_output
+
+    check_output(out, "image")  # a missing folder is said now, not after a long render
     settings = preset(args.preset)
     steps = int(args.steps) if args.steps is not None else settings.steps
     if steps < 1:
@@ -143,12 +146,9 @@ def cmd_render(args) -> int:
     image, info = result.image, result.info
     if info.get("identity_reused") == "stored":
         print(f"reused the identity stored in {src.name}", file=sys.stderr)
-    from PIL import Image
+    from core.atomic import save_image
 
-    try:
-        Image.fromarray(image).save(out)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write the image ({exc.strerror or exc})") from exc
+    save_image(out, image, what="image")  # atomic: a failed write leaves a previous file as it was
     if args.save_identity and project is not None and result.blobs:
         from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX
         from core.project import save_project
