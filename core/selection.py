@@ -21,6 +21,7 @@ Everything is vectorised numpy/scipy (no per-pixel Python loops) and free of Qt.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict, cast
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,9 @@ __all__ = [
     "polygon_mask",
     "rect_mask",
     "magic_wand",
+    "WandOptions",
+    "OBJECT_WAND",
+    "COLOR_WAND",
     "feather",
     "grow",
     "shrink",
@@ -101,6 +105,17 @@ def _check_px(px, name: str) -> float:
     return v
 
 
+def _label(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """``ndimage.label`` with its result typed: (labels (H, W) int32, number of labels)."""
+    labels, n = cast("tuple[np.ndarray, int]", ndimage.label(mask, structure=structure))
+    return labels, int(n)
+
+
+def _edt(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.distance_transform_edt`` (distances only) with its result typed: (H, W) float64."""
+    return np.asarray(ndimage.distance_transform_edt(mask), dtype=np.float64)
+
+
 # --------------------------------------------------------------------------------------------
 # brush
 # --------------------------------------------------------------------------------------------
@@ -155,7 +170,8 @@ def brush_stroke(points: Sequence[tuple[float, float]], radius: float, shape: tu
     """
     h, w = _check_shape(shape)
     pts = _check_points(points, "brush points", 1)
-    r = float(radius) if np.isscalar(radius) else np.nan
+    # np.isscalar narrows the type to numpy's scalar union; the value is whatever the caller gave
+    r = float(cast(float, radius)) if np.isscalar(radius) else np.nan
     if not np.isfinite(r) or r <= 0:
         raise SelectionError(f"brush radius must be a positive number of pixels, got {radius!r}")
     mask = np.zeros((h, w), dtype=bool)
@@ -242,6 +258,69 @@ def rect_mask(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, int]
 # --------------------------------------------------------------------------------------------
 # magic wand
 # --------------------------------------------------------------------------------------------
+class WandOptions(TypedDict, total=False):
+    """Keyword options of :func:`magic_wand` (a preset: ``magic_wand(photo, depth, seed, **OBJECT_WAND)``)."""
+
+    color_tol: float | None
+    color_smooth: float
+    depth_tol: float | None
+    edge_color_tol: float | None
+    edge_depth_tol: float | None
+    normal_tol: float | None
+    crease_color_tol: float
+    concave_tol: float | None
+    connectivity: int
+    fill_holes: int
+
+
+#: Recommended wand options when the photo has depth: one click selects the whole object. Growth
+#: follows depth continuity across colour edges and stops at depth steps (an object's silhouette)
+#: and at concave creases (where an object stands on the floor or against a wall), so a
+#: multi-coloured object comes in one click. Colour is not compared at all; without depth use
+#: :data:`COLOR_WAND`. One click at each object's inmost pixel (``benchmarks/wand.py``): mean IoU
+#: 0.97 on the sample and 12 held-out world scenes (exact depth; the colour wand: 0.36) and 0.78
+#: at precision 0.95 on the 14 photogen photos (estimated depth; the colour wand: 0.39 at 0.91).
+#: It cannot separate what is flush with its surroundings in depth (a picture on a wall, a decal):
+#: there the colour wand, or Shift/Alt+click, does. The presets are shared: copy them to change
+#: them (``dict(OBJECT_WAND, depth_tol=0.3)``).
+OBJECT_WAND: WandOptions = {
+    "color_tol": None,
+    "color_smooth": 0.0,
+    "depth_tol": 0.25,
+    "edge_color_tol": None,
+    "edge_depth_tol": 0.02,
+    "normal_tol": None,
+    "crease_color_tol": 20.0,
+    "concave_tol": 0.01,
+    "connectivity": 4,
+    "fill_holes": 256,
+}
+
+#: The colour wand (the editor's defaults before :data:`OBJECT_WAND`; also the choice without
+#: depth, where the depth options are ignored): colour to the seed on a lightly smoothed photo,
+#: relative depth to the seed, depth steps between neighbours. Takes one colour patch of a
+#: multi-coloured object.
+COLOR_WAND: WandOptions = {
+    "color_tol": 60.0,
+    "color_smooth": 2.0,
+    "depth_tol": 0.25,
+    "edge_color_tol": None,
+    "edge_depth_tol": 0.02,
+    "normal_tol": None,
+    "crease_color_tol": 20.0,
+    "concave_tol": None,
+    "connectivity": 4,
+    "fill_holes": 256,
+}
+
+#: a concave blob under the wand's seed smaller than this fraction of the image is released (a
+#: fold in foliage or fabric under the click, not a contact crease around the object)
+_SEED_BLOB_FRACTION = 0.002
+#: relative depth step that marks a depth discontinuity for the wide concavity test when the
+#: wand has no ``edge_depth_tol``
+_STEP_TOL = 0.02
+
+
 def _seed_pixel(seed, h: int, w: int) -> tuple[int, int]:
     try:
         sx, sy = (float(v) for v in seed)
@@ -262,11 +341,11 @@ def _component_lattice4(link_h: np.ndarray, link_v: np.ndarray, seed_ij: tuple[i
     lattice[::2, ::2] = True
     lattice[::2, 1::2] = link_h
     lattice[1::2, ::2] = link_v
-    labels, _ = ndimage.label(lattice)
+    labels, _ = _label(lattice)
     return labels[::2, ::2] == labels[2 * seed_ij[0], 2 * seed_ij[1]]
 
 
-def _component_graph8(links: list[tuple[np.ndarray, tuple[int, int]]], shape, seed_ij) -> np.ndarray:
+def _component_graph8(links: list[tuple[np.ndarray, tuple[int, int]]], shape: tuple[int, int], seed_ij: tuple[int, int]) -> np.ndarray:
     """Connected component of ``seed_ij`` in the pixel graph with the given link arrays; each item
     is ``(link, (di, dj))``: ``link[i, j]`` joins pixel (i, j) to (i + di, j + dj). Built as a CSR
     matrix directly (no sorting) and solved with scipy's connected_components."""
@@ -287,9 +366,14 @@ def _component_graph8(links: list[tuple[np.ndarray, tuple[int, int]]], shape, se
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(valid.sum(axis=1), out=indptr[1:])
     graph = csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr), shape=(n, n))
-    _, labels = connected_components(graph, directed=True, connection="weak")
+    _, labels = cast("tuple[int, np.ndarray]", connected_components(graph, directed=True, connection="weak"))
     labels = labels.reshape(h, w)
     return labels == labels[seed_ij]
+
+
+def _smoothed(depth: np.ndarray, smooth: float) -> np.ndarray:
+    """The depth map Gaussian-smoothed by ``smooth`` pixels (edge-clamped), float32; itself for 0."""
+    return np.asarray(ndimage.gaussian_filter(depth, smooth, mode="nearest"), dtype=np.float32) if smooth > 0 else depth
 
 
 def _depth_normals(depth: np.ndarray, fov_deg: float, smooth: float) -> np.ndarray:
@@ -299,7 +383,7 @@ def _depth_normals(depth: np.ndarray, fov_deg: float, smooth: float) -> np.ndarr
     pixels first. Normals point towards the camera's -Z half space or away; only angles between
     them are used."""
     h, w = depth.shape
-    d = ndimage.gaussian_filter(depth, smooth, mode="nearest") if smooth > 0 else depth
+    d = _smoothed(depth, smooth)
     f = (max(w, h) / 2.0) / np.tan(np.radians(fov_deg) / 2.0)
     x = ((np.arange(w, dtype=np.float32) + 0.5 - w / 2.0) / f)[None, :]
     y = ((np.arange(h, dtype=np.float32) + 0.5 - h / 2.0) / f)[:, None]
@@ -310,15 +394,140 @@ def _depth_normals(depth: np.ndarray, fov_deg: float, smooth: float) -> np.ndarr
     return n
 
 
-def _crease_cosine(normals: np.ndarray, gap: int) -> np.ndarray:
-    """Per pixel (H, W): the smaller of the cosines between the normals ``gap`` pixels left/right
-    and ``gap`` pixels above/below (edge-clamped). Low values mark creases."""
+def _normal_planes(d: np.ndarray, fov_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The normals of :func:`_depth_normals` of the (already smoothed) z-depth ``d`` as three
+    (H, W) float32 component planes: the same cross product of central differences, written per
+    component (about half the time of the (H, W, 3) layout; equal to about 1e-5)."""
+    h, w = d.shape
+    f = float((max(w, h) / 2.0) / np.tan(np.radians(fov_deg) / 2.0))  # a Python float keeps float32
+    x = ((np.arange(w, dtype=np.float32) + 0.5 - w / 2.0) / f)[None, :]
+    y = ((np.arange(h, dtype=np.float32) + 0.5 - h / 2.0) / f)[:, None]
+    p = np.pad(d, 1, mode="edge")
+    xp = np.pad(x, ((0, 0), (1, 1)), mode="edge")
+    yp = np.pad(y, ((1, 1), (0, 0)), mode="edge")
+    left, right, up, down = p[1:-1, :-2], p[1:-1, 2:], p[:-2, 1:-1], p[2:, 1:-1]
+    # central differences of the lifted points (x d, y d, d) along j and along i
+    zj = right - left
+    xj = xp[:, 2:] * right - xp[:, :-2] * left
+    yj = y * zj
+    zi = down - up
+    xi = x * zi
+    yi = yp[2:] * down - yp[:-2] * up
+    nx = yj * zi - zj * yi
+    ny = zj * xi - xj * zi
+    nz = xj * yi - yj * xi
+    norm = np.sqrt(nx * nx + ny * ny + nz * nz) + np.float32(1e-12)
+    return nx / norm, ny / norm, nz / norm
+
+
+def _plane_cosines(planes: tuple[np.ndarray, np.ndarray, np.ndarray], gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_crease_cosines` of normals given as component planes (see :func:`_normal_planes`)."""
+    h, w = planes[0].shape
+    k = gap
+    cx = np.zeros((h, w), dtype=np.float32)
+    cy = np.zeros((h, w), dtype=np.float32)
+    for c in planes:
+        p = np.pad(c, k, mode="edge")
+        cx += p[k : k + h, 0:w] * p[k : k + h, 2 * k : 2 * k + w]
+        cy += p[0:h, k : k + w] * p[2 * k : 2 * k + h, k : k + w]
+    return cx, cy
+
+
+def _crease_cosines(normals: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel (H, W) each: the cosine between the normals ``gap`` pixels left/right, and the
+    one between the normals ``gap`` pixels above/below (edge-clamped)."""
     h, w = normals.shape[:2]
     k = gap
     p = np.pad(normals, ((k, k), (k, k), (0, 0)), mode="edge")
     cx = np.einsum("ijk,ijk->ij", p[k : k + h, 0:w], p[k : k + h, 2 * k : 2 * k + w])
     cy = np.einsum("ijk,ijk->ij", p[0:h, k : k + w], p[2 * k : 2 * k + h, k : k + w])
+    return cx, cy
+
+
+def _crease_cosine(normals: np.ndarray, gap: int) -> np.ndarray:
+    """Per pixel (H, W): the smaller of the cosines between the normals ``gap`` pixels left/right
+    and ``gap`` pixels above/below (edge-clamped). Low values mark creases."""
+    cx, cy = _crease_cosines(normals, gap)
     return np.minimum(cx, cy)
+
+
+def _side_sums(a: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a[i, j - gap] + a[i, j + gap]`` and ``a[i - gap, j] + a[i + gap, j]`` (edge-clamped)."""
+    h, w = a.shape
+    k = gap
+    p = np.pad(a, k, mode="edge")
+    return p[k : k + h, 0:w] + p[k : k + h, 2 * k : 2 * k + w], p[0:h, k : k + w] + p[2 * k : 2 * k + h, k : k + w]
+
+
+def _steps_within(step: np.ndarray, gap: int, axis: int) -> np.ndarray:
+    """Per pixel (H, W): whether any of the links ``step`` (along ``axis``: (H, W-1) for axis 1,
+    (H-1, W) for axis 0) between the pixels ``gap`` before and ``gap`` after it is set."""
+    s = np.moveaxis(step, axis, 1)
+    h, m = s.shape
+    padded = np.zeros((h, m + 2 * gap + 1), dtype=np.int32)
+    np.cumsum(s, axis=1, out=padded[:, gap + 1 : gap + 1 + m])
+    padded[:, gap + 1 + m :] = padded[:, gap + m : gap + 1 + m]
+    # links l in [j - gap, j + gap - 1] are padded columns [j + 1, j + 2 gap]; count = C[j + 2 gap] - C[j]
+    n = m + 1
+    counts = padded[:, 2 * gap : 2 * gap + n] - padded[:, 0:n]
+    return np.moveaxis(counts > 0, 1, axis)
+
+
+def _grow_into(region: np.ndarray, allowed: np.ndarray, link_h: np.ndarray, link_v: np.ndarray, steps: int) -> np.ndarray:
+    """``region`` grown by up to ``steps`` 4-neighbour steps into the pixels ``allowed``, through
+    the links ``link_h`` (H, W-1) and ``link_v`` (H-1, W) only."""
+    out = region.copy()
+    for _ in range(steps):
+        add = np.zeros_like(out)
+        add[:, 1:] |= out[:, :-1] & link_h
+        add[:, :-1] |= out[:, 1:] & link_h
+        add[1:] |= out[:-1] & link_v
+        add[:-1] |= out[1:] & link_v
+        add &= allowed & ~out
+        if not add.any():
+            break
+        out |= add
+    return out
+
+
+def _concave_creases(
+    filled: np.ndarray,
+    depth: np.ndarray,
+    fov_deg: float,
+    smooth: float,
+    gap: int,
+    angle_deg: float,
+    tol: float,
+    wide_gap: int,
+    step_tol: float,
+) -> np.ndarray:
+    """Pixels (H, W) bool on a *concave* crease of the depth surface: where the surface bends away
+    from the camera (a valley: an object standing on a floor, a floor meeting a wall), see
+    :func:`magic_wand`. ``filled`` is the z-depth with invalid pixels filled; ``depth`` the raw
+    one (for the depth steps)."""
+    d = _smoothed(filled, smooth)
+    # for a plane, 1/z is affine in the image coordinates: its second difference is 0; a valley
+    # has 1/z at the pixel below the mean of its sides (the sides are nearer), a ridge above
+    inv = np.float32(1.0) / d
+    sx, sy = _side_sums(inv, gap)
+    two = 2.0 * inv
+    cx, cy = _plane_cosines(_normal_planes(d, fov_deg), gap)
+    ct = np.float32(np.cos(np.radians(angle_deg)))
+    concave = (cx < ct) & (sx > two)
+    concave |= (cy < ct) & (sy > two)
+    strong = (2.0 + 2.0 * tol) * inv
+    concave |= sx > strong
+    concave |= sy > strong
+    # wide: a soft valley (estimated depth blurs the contact), not across a depth step, whose
+    # second difference there says nothing about the surface
+    wx, wy = _side_sums(inv, wide_gap)
+    wide = (2.0 + tol) * inv
+    with np.errstate(invalid="ignore"):
+        step_h = np.abs(depth[:, 1:] - depth[:, :-1]) > step_tol * np.minimum(depth[:, 1:], depth[:, :-1])
+        step_v = np.abs(depth[1:] - depth[:-1]) > step_tol * np.minimum(depth[1:], depth[:-1])
+    concave |= (wx > wide) & ~_steps_within(step_h, wide_gap, 1)
+    concave |= (wy > wide) & ~_steps_within(step_v, wide_gap, 0)
+    return concave
 
 
 def magic_wand(
@@ -337,8 +546,14 @@ def magic_wand(
     crease_gap: int = 2,
     fov_deg: float = 55.0,
     color_smooth: float = 0.0,
+    concave_tol: float | None = None,
+    concave_angle: float = 20.0,
+    concave_gap: int = 5,
 ) -> np.ndarray:
     """Depth-aware region growing from ``seed`` (x, y image pixels); returns a bool mask (H, W).
+
+    For one click that selects a whole object use :data:`OBJECT_WAND` (needs depth);
+    :data:`COLOR_WAND` is the colour wand.
 
     A pixel is a *candidate* when it is close to the seed pixel in colour and in depth:
 
@@ -367,6 +582,33 @@ def magic_wand(
     edges), but stops where a crease coincides with a colour change (an object standing on a
     floor, where depth alone is continuous). ``normal_tol`` None (default) skips this test.
 
+    *Concave-crease stops* (``concave_tol``, needs ``depth``; :data:`OBJECT_WAND`): two
+    neighbours are linked only when neither lies on a concave crease, whatever their colours. An
+    object's outline in a photo is a depth step (its silhouette against what is behind it) or a
+    concave crease (where it stands on the floor or leans on a wall: depth is continuous there,
+    but the surface folds away from the camera), while its own edges seen from the camera are
+    convex (a box's edges, a cylinder's rim) and its colour edges lie on smooth surface; so
+    growth with ``edge_depth_tol`` crosses colour edges and convex edges and stops at the
+    outline. On the smoothed depth (``normal_smooth``) of the ``fov_deg`` camera, a pixel ``p``
+    lies on a concave crease when, along x or along y, with ``s(p, g)`` the sum of the inverse
+    depths ``g`` pixels to either side of ``p`` (an inverse depth is affine in the image
+    coordinates on a plane, so ``s(p, g) / (2 / d_p) - 1`` is 0 there, > 0 in a valley):
+
+    * the normals ``crease_gap`` pixels to either side differ by more than ``concave_angle``
+      degrees and ``s(p, crease_gap) > 2 / d_p`` (a fold of either size that bends away);
+    * or ``s(p, crease_gap) > (2 + 2 concave_tol) / d_p`` (a sharp valley);
+    * or ``s(p, concave_gap) > (2 + concave_tol) / d_p`` where no depth step (relative step
+      above ``edge_depth_tol``, or 2 % without it) lies between the two side pixels (a soft
+      valley: estimated depth blurs the contact over several pixels).
+
+    These marks form a band a few pixels wide on both sides of a crease; after growing, the region
+    takes back the band pixels up to ``concave_gap`` 4-neighbour steps away whose RGB step from
+    the neighbour they are reached from is at most ``crease_color_tol`` (its own side of the
+    crease, and the other side's band only where the colour continues across the crease). A
+    concave blob under the seed smaller than 0.2 % of the image is not a stop (a fold in foliage
+    under the click). Colours are compared only as far as ``color_tol`` and ``edge_color_tol``
+    ask (:data:`OBJECT_WAND` sets neither). ``concave_tol`` None (default) skips this test.
+
     ``color_smooth`` > 0 compares colours on the photo smoothed by a Gaussian of that many pixels:
     fine texture (a checker, fabric, foliage) then reads as its average colour, while the boundary
     between two differently coloured surfaces stays. On the 14 photogen photos, ``color_smooth``
@@ -374,7 +616,8 @@ def magic_wand(
     from 0.91 to 0.92; on the textured sample scene it takes the box from IoU 0.03 to 0.77.
 
     Costs at 512 x 512 (2-core CPU): about 5 ms for the seed criteria, about 10 ms with edge
-    criteria at connectivity 4, about 35 ms at connectivity 8.
+    criteria at connectivity 4, about 35 ms at connectivity 8, about 35 ms for :data:`COLOR_WAND`
+    and for :data:`OBJECT_WAND` alike (``benchmarks/wand.py``).
     """
     img = np.asarray(photo)
     if img.ndim != 3 or img.shape[2] < 3:
@@ -397,22 +640,28 @@ def magic_wand(
         ("crease_color_tol", crease_color_tol),
         ("normal_smooth", normal_smooth),
         ("color_smooth", color_smooth),
+        ("concave_tol", concave_tol),
+        ("concave_angle", concave_angle),
     ):
         if v is not None and not (np.isfinite(float(v)) and float(v) >= 0):
             raise SelectionError(f"wand {name} must be a number >= 0 or None, got {v!r}")
-    if not (isinstance(crease_gap, (int, np.integer)) and crease_gap >= 1):
-        raise SelectionError(f"wand crease_gap must be an integer number of pixels >= 1, got {crease_gap!r}")
+    for name, g in (("crease_gap", crease_gap), ("concave_gap", concave_gap)):
+        if not (isinstance(g, (int, np.integer)) and g >= 1):
+            raise SelectionError(f"wand {name} must be an integer number of pixels >= 1, got {g!r}")
     if not (np.isfinite(float(fov_deg)) and 0.0 < float(fov_deg) < 180.0):
         raise SelectionError(f"wand fov_deg must be between 0 and 180 degrees, got {fov_deg!r}")
     si, sj = _seed_pixel(seed, h, w)
 
     rgb = img[..., :3].astype(np.float32)
     if color_smooth and float(color_smooth) > 0:
-        rgb = ndimage.gaussian_filter(rgb, sigma=(float(color_smooth), float(color_smooth), 0.0), mode="nearest")
-    use_depth = dep is not None and depth_tol is not None
-    use_edge_depth = dep is not None and edge_depth_tol is not None
-    use_crease = dep is not None and normal_tol is not None
-    if use_depth or use_edge_depth or use_crease:
+        rgb = np.asarray(ndimage.gaussian_filter(rgb, sigma=(float(color_smooth), float(color_smooth), 0.0), mode="nearest"), dtype=np.float32)
+    # the depth criteria in use (each needs depth); None where not used
+    seed_depth_tol = float(depth_tol) if dep is not None and depth_tol is not None else None
+    step_tol = float(edge_depth_tol) if dep is not None and edge_depth_tol is not None else None
+    crease_tol = float(normal_tol) if dep is not None and normal_tol is not None else None
+    concave_rel = float(concave_tol) if dep is not None and concave_tol is not None else None
+    d_ok: np.ndarray | None = None
+    if dep is not None and (seed_depth_tol is not None or step_tol is not None or crease_tol is not None or concave_rel is not None):
         d_ok = np.isfinite(dep) & (dep > 0)
         if not d_ok[si, sj]:
             raise SelectionError(f"the depth at the wand seed ({sj}, {si}) is not valid; click on a pixel with depth")
@@ -421,38 +670,66 @@ def magic_wand(
     if color_tol is not None:
         diff = rgb - rgb[si, sj]
         cand &= np.einsum("ijk,ijk->ij", diff, diff) <= float(color_tol) ** 2
-    if use_depth or use_edge_depth or use_crease:
+    if d_ok is not None:
         cand &= d_ok
-    if use_depth:
+    if dep is not None and seed_depth_tol is not None:
         d0 = float(dep[si, sj])
         with np.errstate(invalid="ignore"):
-            cand &= np.abs(dep - d0) <= float(depth_tol) * d0
+            cand &= np.abs(dep - d0) <= seed_depth_tol * d0
 
-    flat = None
-    if use_crease:
+    flat: np.ndarray | None = None
+    free: np.ndarray | None = None
+    crease_c2 = float(crease_color_tol) ** 2
+    if dep is not None and d_ok is not None and (crease_tol is not None or concave_rel is not None):
         filled = np.where(d_ok, dep, float(dep[si, sj])).astype(np.float32)
-        normals = _depth_normals(filled, float(fov_deg), float(normal_smooth))
-        flat = _crease_cosine(normals, int(crease_gap)) >= np.float32(np.cos(np.radians(float(normal_tol))))
-        crease_c2 = float(crease_color_tol) ** 2
+        if crease_tol is not None:
+            normals = _depth_normals(filled, float(fov_deg), float(normal_smooth))
+            flat = _crease_cosine(normals, int(crease_gap)) >= np.float32(np.cos(np.radians(crease_tol)))
+        if concave_rel is not None:
+            concave = _concave_creases(
+                filled,
+                dep,
+                float(fov_deg),
+                float(normal_smooth),
+                int(crease_gap),
+                float(concave_angle),
+                concave_rel,
+                int(concave_gap),
+                step_tol if step_tol is not None else _STEP_TOL,
+            )
+            if concave[si, sj]:
+                labels, _ = _label(concave)
+                blob = labels == labels[si, sj]
+                if int(blob.sum()) < _SEED_BLOB_FRACTION * h * w:
+                    concave &= ~blob
+            free = ~concave
 
-    if edge_color_tol is None and not use_edge_depth and flat is None:
+    if edge_color_tol is None and step_tol is None and flat is None and free is None:
         structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-        labels, _ = ndimage.label(cand, structure=structure)
+        labels, _ = _label(cand, structure=structure)
         region = labels == labels[si, sj]
     else:
 
-        def link(a: tuple[slice, slice], b: tuple[slice, slice]) -> np.ndarray:
+        def link(a: tuple[slice, slice], b: tuple[slice, slice], band: bool = False) -> np.ndarray:
+            """Whether each pair of neighbours (pixels ``a``, pixels ``b``) is linked; ``band``: the
+            links of the concave band's recovery (colour step within ``crease_color_tol``, crease
+            stops ignored) instead."""
             ok = cand[a] & cand[b]
             if edge_color_tol is not None:
                 dc = rgb[a] - rgb[b]
                 ok &= np.einsum("ijk,ijk->ij", dc, dc) <= float(edge_color_tol) ** 2
-            if use_edge_depth:
+            if dep is not None and step_tol is not None:
                 da, db = dep[a], dep[b]
                 with np.errstate(invalid="ignore"):
-                    ok &= np.abs(da - db) <= float(edge_depth_tol) * np.minimum(da, db)
+                    ok &= np.abs(da - db) <= step_tol * np.minimum(da, db)
             if flat is not None:
                 dc = rgb[a] - rgb[b]
                 ok &= (flat[a] & flat[b]) | (np.einsum("ijk,ijk->ij", dc, dc) <= crease_c2)
+            if band:
+                dc = rgb[a] - rgb[b]
+                ok &= np.einsum("ijk,ijk->ij", dc, dc) <= crease_c2
+            elif free is not None:
+                ok &= free[a] & free[b]
             return ok
 
         s, e, a_ = slice(None, -1), slice(1, None), slice(None)
@@ -465,6 +742,12 @@ def magic_wand(
             link_d2 = link((s, e), (e, s))  # (i, j+1) - (i+1, j): stored at source (i, j+1)
             region = _component_graph8([(link_h, (0, 1)), (link_v, (1, 0)), (link_d1, (1, 1)), (link_d2, (1, -1))], (h, w), (si, sj))
         region &= cand
+        if free is not None:
+            # the stops are a band some pixels wide on both sides of a crease: take back the band
+            # pixels within concave_gap steps of the region that continue it in colour (its own
+            # side of the crease; the other side only where its colour matches across the crease)
+            band_h, band_v = link((a_, s), (a_, e), band=True), link((s, a_), (e, a_), band=True)
+            region = _grow_into(region, ~free & cand, band_h, band_v, int(concave_gap))
     if fill_holes:
         region = clean(region, max_hole=int(fill_holes))
     return region
@@ -482,8 +765,8 @@ def feather(mask: np.ndarray, radius: float) -> np.ndarray:
     r = _check_px(radius, "feather radius")
     if r == 0 or not m.any() or m.all():
         return m.astype(np.float32)
-    inside = ndimage.distance_transform_edt(m)  # to the nearest outside pixel centre
-    outside = ndimage.distance_transform_edt(~m)  # to the nearest inside pixel centre
+    inside = _edt(m)  # to the nearest outside pixel centre
+    outside = _edt(~m)  # to the nearest inside pixel centre
     signed = np.where(m, inside - 0.5, 0.5 - outside)
     return np.clip(0.5 + signed / (2.0 * r), 0.0, 1.0).astype(np.float32)
 
@@ -495,7 +778,7 @@ def grow(mask: np.ndarray, px: float) -> np.ndarray:
     r = _check_px(px, "grow amount")
     if r == 0 or not m.any() or m.all():
         return m.copy()
-    return ndimage.distance_transform_edt(~m) <= r
+    return _edt(~m) <= r
 
 
 def shrink(mask: np.ndarray, px: float) -> np.ndarray:
@@ -506,7 +789,7 @@ def shrink(mask: np.ndarray, px: float) -> np.ndarray:
     r = _check_px(px, "shrink amount")
     if r == 0 or not m.any() or m.all():
         return m.copy()
-    return ndimage.distance_transform_edt(m) > r
+    return _edt(m) > r
 
 
 def combine(base: np.ndarray | None, new: np.ndarray, mode: str) -> np.ndarray:
@@ -542,13 +825,13 @@ def clean(mask: np.ndarray, min_island: int = 0, max_hole: int = 0, connectivity
     fg = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     bg = ndimage.generate_binary_structure(2, 2 if connectivity == 4 else 1)
     if min_island and min_island > 0 and out.any():
-        labels, n = ndimage.label(out, structure=fg)
+        labels, n = _label(out, structure=fg)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         small = sizes < int(min_island)
         small[0] = False
         out[small[labels]] = False
     if max_hole and max_hole > 0 and not out.all():
-        labels, n = ndimage.label(~out, structure=bg)
+        labels, n = _label(~out, structure=bg)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         fill = sizes < int(max_hole)
         fill[0] = False
@@ -564,7 +847,7 @@ def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
     m = _check_mask(mask)
     if width <= 0 or not m.any():
         return np.zeros_like(m)
-    inner = ndimage.binary_erosion(m, iterations=int(width), border_value=0)
+    inner = np.asarray(ndimage.binary_erosion(m, iterations=int(width), border_value=0), dtype=bool)
     return m & ~inner
 
 
