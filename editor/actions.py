@@ -270,7 +270,8 @@ class ActionsMixin:
         self.color_tol.setRange(0, 442)
         self.color_tol.setDecimals(0)
         self.color_tol.setValue(float(self.photo.tool_option("color_tol") or 0))
-        self.color_tol.setToolTip("Magic wand: colour tolerance (RGB distance, 0..442)")
+        self.color_tol.setToolTip("Magic wand by colour: colour tolerance (RGB distance, 0..442)")
+        self.color_tol.setEnabled(False)  # the object wand (the default) ignores colour
         self.color_tol.valueChanged.connect(lambda v: self.photo.set_tool_option("color_tol", float(v) if v > 0 else None))
         self.depth_tol = QDoubleSpinBox()
         self.depth_tol.setRange(0, 100)
@@ -289,14 +290,14 @@ class ActionsMixin:
         opts.addWidget(self.color_tol)
         opts.addWidget(self._toolbar_label("depth"))
         opts.addWidget(self.depth_tol)
-        self.wand_surfaces = QCheckBox("Surfaces")
-        self.wand_surfaces.setToolTip(
-            "Magic wand follows smooth surfaces across texture and stops at creases where the colour changes "
-            "(an object standing on a floor). Best with exact depth (3D renders, depth sensors); with "
-            "estimated depth, leave it off and Shift+click to add what one click missed."
+        self.wand_colour = QCheckBox("By colour")
+        self.wand_colour.setToolTip(
+            "Magic wand by colour: grow to pixels of the clicked colour (and depth). Off (the default), one click "
+            "follows the object's depth across its colours and stops where it meets the floor or what is behind it; "
+            "turn this on for things flush with their surroundings (a picture on a wall, a decal)."
         )
-        self.wand_surfaces.toggled.connect(self.set_wand_surfaces)
-        opts.addWidget(self.wand_surfaces)
+        self.wand_colour.toggled.connect(self.set_wand_colour)
+        opts.addWidget(self.wand_colour)
         opts.addSeparator()
         for n in ("feather", "grow", "shrink"):
             opts.addAction(a[n])

@@ -212,7 +212,8 @@ class PhotoToolsMixin:
         depth = self._depth
         if depth is not None and depth.shape != photo.shape[:2]:
             depth = None
-        o = self._options
+        # without depth the object wand has nothing to follow: the colour wand decides
+        o = self._options if depth is not None else {**self._options, **sel.COLOR_WAND}
         try:
             mask = sel.magic_wand(
                 photo,
@@ -227,6 +228,7 @@ class PhotoToolsMixin:
                 normal_tol=o["normal_tol"],
                 crease_color_tol=float(o["crease_color_tol"]),
                 color_smooth=float(o["color_smooth"] or 0.0),
+                concave_tol=o["concave_tol"],
             )
         except sel.SelectionError as exc:
             self.hint.emit(str(exc))

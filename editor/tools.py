@@ -3,6 +3,7 @@ point size, the cursor read-out and click-to-segment (SAM, in the worker)."""
 
 from __future__ import annotations
 
+from core import selection as sel
 from core.errors import ModelError
 from core.jobs import Progress
 from editor.worker import one_line
@@ -24,17 +25,22 @@ class ToolsMixin:
             act.setChecked(True)
         self.photo.setFocus()
 
-    def set_wand_surfaces(self, on: bool) -> None:
-        """Switch the wand between colour-to-seed (photos) and crease-aware surface growth."""
+    def set_wand_colour(self, on: bool) -> None:
+        """Switch the wand between the object wand (depth continuity; the default) and the colour
+        wand (colour to the seed; for what depth cannot separate)."""
         on = bool(on)
-        if self.wand_surfaces.isChecked() != on:
-            self.wand_surfaces.setChecked(on)  # re-enters through toggled
+        if self.wand_colour.isChecked() != on:
+            self.wand_colour.setChecked(on)  # re-enters through toggled
             return
-        self.photo.set_tool_option("normal_tol", 20.0 if on else None)
-        # crease linking compares raw neighbour colours (smoothing would blur the colour change at a crease)
-        self.photo.set_tool_option("color_smooth", 0.0 if on else 2.0)
-        self.photo.set_tool_option("color_tol", None if on else (float(self.color_tol.value()) or None))
-        self.color_tol.setEnabled(not on)
+        preset = dict(sel.COLOR_WAND if on else sel.OBJECT_WAND)
+        if on and self.color_tol.value() > 0:
+            preset["color_tol"] = float(self.color_tol.value())
+        for key, value in preset.items():
+            self.photo.set_tool_option(key, value)
+        self.color_tol.blockSignals(True)
+        self.color_tol.setValue(float(preset["color_tol"] or 0))
+        self.color_tol.blockSignals(False)
+        self.color_tol.setEnabled(on)
 
     def set_gizmo_mode(self, mode: str) -> None:
         self.view3d.set_gizmo_mode(mode)

@@ -923,3 +923,29 @@ def test_a_new_object_selection_on_an_existing_object_selects_it_instead_of_dupl
     region[5:40, 5:60] = True
     win.photo.maskEdited.emit(None, region, "replace", "rect")
     assert len(win.scene.objects) == n + 1
+
+
+def test_one_default_wand_click_takes_the_whole_beach_ball(make_window, qtbot):
+    """The default wand is the object wand: one click on the striped ball takes all of it (the
+    colour wand took one stripe, IoU 0.26), so on a photo where the ball is an object already
+    the click selects it rather than making a second one."""
+    from PySide6.QtCore import QPoint
+    from scipy import ndimage
+
+    win = make_window()
+    sphere = win.scene.object("sphere")
+    dist = ndimage.distance_transform_edt(sphere.mask)
+    y, x = np.unravel_index(np.argmax(dist), sphere.mask.shape)
+    win.set_photo_tool("wand")
+    n = len(win.scene.objects)
+    got = []
+    win.photo.maskEdited.connect(lambda oid, mask, mode, label: got.append(np.asarray(mask, bool)))
+    p = win.photo.map_from_image(float(x) + 0.5, float(y) + 0.5)
+    QTest.mouseClick(win.photo, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(round(p.x())), int(round(p.y()))))
+    qtbot.waitUntil(lambda: bool(got), timeout=5000)
+    iou = (got[0] & sphere.mask).sum() / (got[0] | sphere.mask).sum()
+    assert iou > 0.9, f"one click took IoU {iou:.2f} of the ball"
+    assert len(win.scene.objects) == n and win.model.selected_id == sphere.id
+    # "By colour" brings the colour wand back (for what depth cannot separate)
+    win.wand_colour.setChecked(True)
+    assert win.photo.tool_option("color_tol") is not None and win.photo.tool_option("concave_tol") is None

@@ -66,11 +66,10 @@ def test_wand_drag_render_undo_save_reopen(qtbot, gl_context_info, tmp_path, mon
         assert win.uses_gl, "the GL view must be used under a display"
         qtbot.waitUntil(lambda: win.view3d.gl_error() is None and win.view3d.cloud() is not None, timeout=10000)
 
-        # 1. the magic wand in surface mode (the sample's depth is exact): a click on the striped
-        # ball makes a new object; Shift+clicks on what it missed would add, each one undo step
+        # 1. the magic wand (the object wand, by default): a click on the striped ball makes a new
+        # object; Shift+clicks on what it missed would add, each one undo step
         win.set_photo_tool("wand")
-        win.wand_surfaces.click()
-        assert win.photo.tool_option("normal_tol") is not None
+        assert win.photo.tool_option("concave_tol") is not None and not win.wand_colour.isChecked()
         _click(win.photo, win.photo.map_from_image(*_inmost_pixel(sphere_truth)))
         qtbot.waitUntil(lambda: len(win.scene.objects) == 1, timeout=5000)
         obj = win.scene.objects[0]
