@@ -58,6 +58,7 @@ class Document:
     #: render settings given by the project; missing keys take DEFAULT_RENDER_SETTINGS, and a
     #: scene of the procedural world (the sample) renders with the bundled world model
     render_settings: dict = field(default_factory=dict)
+    #: name -> bytes; from a project, a ``core.project.ProjectCaches`` (each read on first access)
     caches: dict[str, bytes] = field(default_factory=dict)
     #: the .handles file this document was opened from or saved to (None: never saved)
     path: Path | None = None
@@ -123,7 +124,7 @@ class Document:
             scene=self.scene,
             renders=list(self.renders),
             settings=settings,
-            caches=dict(self.caches),
+            caches=_copy_caches(self.caches),
             thumbnail=self.thumbnail(),
         )
 
@@ -137,7 +138,7 @@ class Document:
             scene=project.scene,
             renders=list(project.renders or []),
             render_settings=render,
-            caches=dict(project.caches or {}),
+            caches=_copy_caches(project.caches),
             path=Path(path) if path is not None else None,
             extra_settings=settings,
         )
@@ -157,6 +158,13 @@ class Document:
         from core.project import load_project
 
         return cls.from_project(load_project(path), path)
+
+
+def _copy_caches(caches) -> dict:
+    """A copy of a caches mapping that reads nothing (a lazy ``ProjectCaches`` stays lazy)."""
+    if caches is None:
+        return {}
+    return caches.copy() if isinstance(caches, dict) else dict(caches)
 
 
 # ----- numeric rotation fields (objects panel) -----

@@ -293,10 +293,21 @@ def saved(tmp_path):
     return P.save_project(tmp_path / "good.handles", make_project(cache_bytes=1000))
 
 
+def load_and_use(path) -> P.Project:
+    """Load a project and touch everything that is read lazily (render images, thumbnail, caches)."""
+    q = P.load_project(path)
+    for r in q.renders:
+        assert r.image is not None
+    assert q.thumbnail is None or q.thumbnail.ndim == 3
+    for name in q.caches:
+        assert isinstance(q.caches[name], bytes)
+    return q
+
+
 def expect_error(path, *words):
     before = sorted(p.name for p in Path(path).parent.parent.rglob("*"))
     with pytest.raises(ProjectError) as e:
-        P.load_project(path)
+        load_and_use(path)
     msg = str(e.value)
     assert "\n" not in msg and Path(path).name in msg, msg
     for w in words:
