@@ -33,6 +33,10 @@ Import then export reproduces every reference edit to 1e-6.
 A scene whose photo is not at the working resolution (e.g. not 512x512) is resized: the photo
 with Lanczos, depth with :func:`core.io.resize_depth`, the mask by area coverage (>= 1/2).
 Translations need no change: they are in depth units, not pixels.
+
+A transforms.json may hold at most :data:`core.project.MAX_VARIANTS` (10 000) edits, and a scene
+with more variants is not exported: beyond that, refused with a one-line error (a scene with so
+many variants cannot be saved as a project either).
 """
 
 from __future__ import annotations
@@ -45,22 +49,65 @@ from pathlib import Path
 
 import numpy as np
 
-from core.camera import DEFAULT_FOV_DEG, Camera, cam_to_dh, dh_to_cam
+from core.camera import CAM_TO_DH, DEFAULT_FOV_DEG, Camera, cam_to_dh
 from core.errors import InputError
 from core.transform import Transform3D
 
 OBJECT_NAME = "object"
 REQUIRED_FILES = ("input.png", "mask.png", "depth.exr")
 
+#: CAM_TO_DH as plain floats (its own inverse): the per-edit conversion without numpy overhead
+_DH_TO_CAM = tuple(tuple(float(x) for x in row) for row in CAM_TO_DH.tolist())
 
-def _vec(v, what: str, where: str) -> np.ndarray:
-    try:
-        a = np.asarray(v, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        a = None
-    if a is None or a.shape != (3,) or not np.all(np.isfinite(a)):
-        raise InputError(f"{where}: {what} must be 3 finite numbers, got {v!r}")
+
+def _max_edits() -> int:
+    from core.project import MAX_VARIANTS
+
+    return MAX_VARIANTS
+
+
+def _short(v, n: int = 80) -> str:
+    t = " ".join(repr(v).split()) if not isinstance(v, str) else repr(v)
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
+def _vec(v, what: str, where: str) -> tuple[float, float, float]:
+    a = None
+    if isinstance(v, (list, tuple)) and len(v) == 3 and all(type(x) in (int, float) for x in v):
+        try:  # the common case, without numpy (a file may hold 10 000 edits)
+            a = (float(v[0]), float(v[1]), float(v[2]))
+        except OverflowError:  # an integer too large for a float
+            a = None
+    else:
+        try:
+            arr = np.asarray(v, dtype=np.float64).reshape(-1)
+            if arr.shape == (3,):
+                a = (float(arr[0]), float(arr[1]), float(arr[2]))
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            a = None
+    if a is None or not all(math.isfinite(x) for x in a):
+        raise InputError(f"{where}: {what} must be 3 finite numbers, got {_short(v)}")
     return a
+
+
+def _number(v) -> float | None:
+    """``v`` as a finite float, or None (not a number, a boolean, infinite, or too large)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _to_cam(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    m = _DH_TO_CAM
+    return (
+        m[0][0] * v[0] + m[0][1] * v[1] + m[0][2] * v[2] + 0.0,
+        m[1][0] * v[0] + m[1][1] * v[1] + m[1][2] * v[2] + 0.0,
+        m[2][0] * v[0] + m[2][1] * v[1] + m[2][2] * v[2] + 0.0,
+    )
 
 
 def transform_from_dh(d: dict, where: str = "transform") -> Transform3D:
@@ -69,25 +116,32 @@ def transform_from_dh(d: dict, where: str = "transform") -> Transform3D:
         raise InputError(f"{where}: an edit must be an object with translation, rotation_axis and rotation_angle")
     unknown = set(d) - {"translation", "rotation_axis", "rotation_angle", "scale"}
     if unknown:
-        raise InputError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        raise InputError(f"{where}: unknown keys {_short(', '.join(sorted(map(str, unknown))), 120)}")
     t = _vec(d.get("translation", [0.0, 0.0, 0.0]), "translation", where)
     axis = _vec(d.get("rotation_axis", [0.0, 1.0, 0.0]), "rotation_axis", where)
-    angle = d.get("rotation_angle", 0.0)
-    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not math.isfinite(angle):
-        raise InputError(f"{where}: rotation_angle must be a number of degrees, got {angle!r}")
-    scale = d.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
-        raise InputError(f"{where}: scale must be a positive number, got {scale!r}")
-    if float(np.linalg.norm(axis)) < 1e-12 and abs(math.sin(math.radians(angle) / 2)) > 1e-12:
+    raw_angle = d.get("rotation_angle", 0.0)
+    angle = _number(raw_angle)
+    if angle is None:
+        raise InputError(f"{where}: rotation_angle must be a number of degrees, got {_short(raw_angle)}")
+    raw_scale = d.get("scale", 1.0)
+    scale = _number(raw_scale)
+    if scale is None or scale <= 0:
+        raise InputError(f"{where}: scale must be a positive number, got {_short(raw_scale)}")
+    if math.hypot(*axis) < 1e-12 and abs(math.sin(math.radians(angle) / 2)) > 1e-12:
         raise InputError(f"{where}: rotation_axis is zero but rotation_angle is {angle}")
-    return Transform3D.from_axis_angle(dh_to_cam(axis), float(angle), translation=tuple(dh_to_cam(t)), scale=float(scale))
+    return Transform3D.from_axis_angle(_to_cam(axis), float(angle), translation=_to_cam(t), scale=float(scale))
 
 
 def transforms_from_dh(data: dict, source: str = "transforms.json") -> dict[str, Transform3D]:
-    """A whole transforms.json dict ``{edit name: edit}`` -> ``{edit name: camera-frame Transform3D}``."""
+    """A whole transforms.json dict ``{edit name: edit}`` -> ``{edit name: camera-frame Transform3D}``
+    (at most :data:`core.project.MAX_VARIANTS` edits)."""
     if not isinstance(data, dict):
-        raise InputError(f"{source}: expected an object of named edits, got {type(data).__name__}")
-    return {str(name): transform_from_dh(edit, f"{source}: edit {name!r}") for name, edit in data.items()}
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}.get(type(data), type(data).__name__)
+        raise InputError(f'{source}: expected an object of named edits ({{"edit_000": {{...}}, ...}}), got {kind}')
+    cap = _max_edits()
+    if len(data) > cap:
+        raise InputError(f"{source}: {len(data)} edits, more than the {cap} a scene may hold; split the file into smaller ones")
+    return {str(name): transform_from_dh(edit, f"{source}: edit {_short(name)}") for name, edit in data.items()}
 
 
 def _clean(x: float) -> float:
@@ -129,6 +183,9 @@ def scene_edits(scene, object_name: str | None = None) -> dict[str, Transform3D]
     if not scene.objects:
         raise InputError("the scene has no objects: nothing to export")
     obj = scene.object(object_name) if object_name is not None else scene.objects[0]
+    cap = _max_edits()
+    if len(scene.variants) > cap:
+        raise InputError(f"the scene has {len(scene.variants)} variants, more than the {cap} a transforms.json may hold; delete some variants")
     if scene.variants:
         return {name: v.get(obj.name, Transform3D()) for name, v in scene.variants.items()}
     return {"edit_000": obj.transform}
@@ -142,7 +199,10 @@ def write_transforms(scene, path, object_name: str | None = None) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    from core.project import remove_dead_temps, temp_prefix
+
+    remove_dead_temps(path)  # temporaries of killed writes of this file
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -217,6 +277,8 @@ def load_dh_scene(folder, long_side: int = 512, repair: bool = False):
     if tpath.is_file():
         try:
             data = json.loads(tpath.read_text(encoding="utf-8"))
+        except RecursionError as exc:
+            raise InputError(f"{tpath}: JSON nested too deeply (an edit is an object of three short lists); the file is damaged") from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"{tpath}: not valid JSON ({exc})") from exc
         except OSError as exc:

@@ -227,6 +227,87 @@ def test_write_transforms(tmp_path):
         D.write_transforms(s, tmp_path / "t3.json", object_name="nobody")
 
 
+# ----------------------------------------------------------------------------- hostile files (issue 8)
+EDIT = {"translation": [0.1, 0.0, 0.0], "rotation_axis": [0, 1, 0], "rotation_angle": 5.0}
+
+
+def test_more_edits_than_a_scene_holds_are_refused_before_converting_any(tmp_path, monkeypatch):
+    from core.project import MAX_VARIANTS
+
+    converted = []
+    monkeypatch.setattr(D, "transform_from_dh", lambda d, where="": converted.append(where))
+    with pytest.raises(InputError) as e:
+        D.transforms_from_dh({f"edit_{i:06d}": EDIT for i in range(100_000)}, "t.json")
+    assert str(e.value) == f"t.json: 100000 edits, more than the {MAX_VARIANTS} a scene may hold; split the file into smaller ones"
+    assert converted == []
+    monkeypatch.undo()
+    folder = make_dh_folder(tmp_path / "many", w=64, h=64, transforms={f"e{i}": EDIT for i in range(MAX_VARIANTS + 1)})
+    with pytest.raises(InputError) as e:
+        D.load_dh_scene(folder)
+    assert "transforms.json" in str(e.value) and f"{MAX_VARIANTS + 1} edits" in str(e.value)
+
+
+def test_import_and_export_of_many_edits_is_linear(tmp_path):
+    """2 000 edits convert in well under a second each way (the per-edit path avoids numpy)."""
+    import time
+
+    data = {f"edit_{i:05d}": dict(EDIT, rotation_angle=i * 0.01) for i in range(2000)}
+    t0 = time.process_time()
+    ts = D.transforms_from_dh(data)
+    back = D.transforms_to_dh(ts)
+    assert time.process_time() - t0 < 3 and len(back) == 2000
+    assert back["edit_01999"]["rotation_angle"] == pytest.approx(19.99) and back["edit_00007"]["translation"] == [0.1, 0.0, 0.0]
+
+
+def test_exporting_more_variants_than_a_file_holds_is_refused(tmp_path):
+    from core.project import MAX_VARIANTS
+
+    folder = make_dh_folder(tmp_path / "s", w=64, h=64)
+    s = D.load_dh_scene(folder, long_side=64)
+    s.variants = {f"v{i}": {} for i in range(MAX_VARIANTS + 1)}
+    with pytest.raises(InputError) as e:
+        D.write_transforms(s, tmp_path / "t.json")
+    assert f"{MAX_VARIANTS + 1} variants" in str(e.value) and "delete some variants" in str(e.value)
+    assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[" * 200_000 + "]" * 200_000, ["nested too deeply"]),
+        ('{"e": {"translation": ' + "[" * 500 + "1" + "]" * 500 + "}}", ["edit 'e'", "translation must be 3 finite numbers"]),
+        ('[{"translation": [0, 0, 0]}]', ["expected an object of named edits", "got a list"]),
+        ('{"e": {"translation": [1e999, 0, 0]}}', ["translation"]),
+        ('{"e": {"translation": [' + "9" * 400 + ", 0, 0]}}", ["translation"]),
+        ('{"e": {"scale": ' + "9" * 400 + "}}", ["scale"]),
+        ('{"' + "n" * 10_000 + '": []}', ["an edit must be an object"]),
+    ],
+)
+def test_hostile_transforms_json(tmp_path, text, words):
+    folder = make_dh_folder(tmp_path / "h", w=64, h=64)
+    (folder / "transforms.json").write_text(text)
+    with pytest.raises(InputError) as e:
+        D.load_dh_scene(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and "transforms.json" in msg and len(msg) < 400, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_write_transforms_names_its_temporary_and_removes_dead_ones(tmp_path):
+    from core.project import _writer_tag
+
+    folder = make_dh_folder(tmp_path / "s", w=64, h=64)
+    s = D.load_dh_scene(folder, long_side=64)
+    start, host = _writer_tag().split("-")[1:]
+    proc = __import__("subprocess").Popen(["/bin/true"])
+    proc.wait()
+    dead = tmp_path / f".t.json.w{proc.pid}-{start}-{host}.abc.tmp"
+    dead.write_text("{")
+    D.write_transforms(s, tmp_path / "t.json")
+    assert not dead.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["s", "t.json"]
+
+
 # ----------------------------------------------------------------------------- photogen
 def _rotation_of(edit) -> np.ndarray:
     return rodrigues(edit["rotation_axis"], edit["rotation_angle"]) if edit["rotation_angle"] else np.eye(3)
