@@ -153,7 +153,8 @@ def cmd_render(args) -> int:
         from core.ml.handles.renderer import IDENTITY_CACHE_PREFIX
         from core.project import save_project
 
-        project.caches = {k: v for k, v in project.caches.items() if not k.startswith(IDENTITY_CACHE_PREFIX)}
+        for k in [k for k in project.caches if k.startswith(IDENTITY_CACHE_PREFIX)]:
+            del project.caches[k]  # in place: the (lazy) caches it drops are never read
         project.caches.update(result.blobs)
         save_project(src, project)
         size = sum(len(v) for v in result.blobs.values())
