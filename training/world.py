@@ -59,7 +59,7 @@ class Config:
     vae_kl: float = 1e-6
     # unet + text encoder
     unet_channels: tuple[int, ...] = (32, 64, 128, 128)
-    unet_steps: int = 2600
+    unet_steps: int = 1700
     unet_batch: int = 16
     unet_lr: float = 8e-4
     warmup: int = 100
@@ -70,7 +70,7 @@ class Config:
     text_layers: int = 2
     # bookkeeping
     ckpt_every: int = 100
-    eval_scenes: int = 48
+    eval_scenes: int = 24
     eval_steps: int = 25
     eval_guidance: float = 7.5
 
