@@ -59,7 +59,7 @@ bench-quality: venv
 	$(PY) -m benchmarks.quality $(ARGS)
 
 # Retrain the bundled world model from scratch (data, VAE, UNet + text encoder; checkpoints and
-# resumes in artifacts/world-train; ~75 min on 2 CPU cores, minutes on a GPU). ARGS=--install
+# resumes in artifacts/world-train; about 75 min on 2 idle CPU cores (VAE 0.7 s and UNet ~2 s a step; 90 min and more when other work runs beside it), minutes on a GPU). ARGS=--install
 # replaces resources/models/world with the result.
 train-world: venv
 	$(PY) -m training.world $(ARGS)
