@@ -18,12 +18,30 @@ def _is_cli(argv: list[str]) -> bool:
         return True
     if first == "--debug":
         return _is_cli(argv[1:])
+    if not first.startswith("-") and _is_unknown_word(first):
+        return True  # not a command, not a file: let the CLI say so (usage error, exit 2)
     from core.cli import build_parser
 
+    subparsers = build_parser()._subparsers  # noqa: SLF001 - argparse has no public API for this
+    if subparsers is None:
+        return False
     commands = set()
-    for action in build_parser()._subparsers._group_actions:  # noqa: SLF001 - argparse has no public API for this
+    for action in subparsers._group_actions:  # noqa: SLF001
         commands.update(getattr(action, "choices", {}) or {})
     return first in commands
+
+
+def _is_unknown_word(arg: str) -> bool:
+    """A bare word (no folder separator, no file extension) that names no existing file or folder:
+    a mistyped command rather than a photo, project or scene folder to open."""
+    from pathlib import Path
+
+    if "/" in arg or "\\" in arg or Path(arg).suffix:
+        return False  # a path: the editor opens it (and reports a missing one)
+    try:
+        return not Path(arg).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,6 +133,9 @@ def _depth(args) -> int:
         raise InputError(f"output {out.name}: use a .exr, .npy, .png or .tif file name")
     if not out.parent.exists():
         raise InputError(f"output folder {out.parent} does not exist")
+    from core.atomic import check_output
+
+    check_output(out, "depth file")  # a folder, or a file in a non-folder: refuse before the model run
     from core.io import load_photo, save_depth
 
     loaded = load_photo(Path(args.image), long_side=args.long_side)

@@ -73,10 +73,12 @@ def cmd_import_scene(args) -> int:
 
 
 def cmd_export_transforms(args) -> int:
+    from core.atomic import check_output
     from core.dhformat import scene_edits, write_transforms
 
+    out = _out_path(args.output, ".json")
+    check_output(out, "transforms file")  # before loading anything
     scene, _, _ = load_any_scene(args.project)
-    out = Path(args.output)
     edits = scene_edits(scene, args.object)
     write_transforms(scene, out, args.object)
     print(f"wrote {out} ({len(edits)} edit{'s' if len(edits) != 1 else ''})")

@@ -552,6 +552,8 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
                     check_model_folder(snap, role)
                     log.info("model %s found in %s", text, snap)
                     return snap
+        if Path(text.split("/", 1)[0]).expanduser().is_dir():  # "models/x" with a local models/: a missing folder
+            raise ModelError(f"model folder {path} does not exist")
         log.info("model %s is not on disk (searched: %s)", text, ", ".join(map(str, dirs)))
         cmd = fetch_command(text)
         raise ModelError(f"model '{text}' is not on disk; fetch it with: {cmd}  (searched: {', '.join(map(str, dirs))})", fetch_command=cmd)
