@@ -48,19 +48,38 @@ def quat_multiply(a, b) -> np.ndarray:
     )
 
 
+def _short(v) -> str:
+    """A one-line, bounded repr of a user value for an error message."""
+    try:
+        text = repr(tuple(float(x) for x in np.asarray(v, dtype=np.float64).reshape(-1)))
+    except (TypeError, ValueError):
+        text = repr(v)
+    text = " ".join(text.split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def quat_from_axis_angle(axis, angle_deg: float) -> np.ndarray:
     """Unit quaternion of a right-handed rotation by ``angle_deg`` degrees about ``axis``.
 
-    ``axis`` need not be unit length; a zero axis is allowed only with a zero angle.
+    ``axis`` need not be unit length (any finite length, huge or tiny, works: it is scaled by its
+    largest component before its norm is taken, so the norm neither overflows nor underflows); a
+    zero axis is allowed only with a zero angle. A non-finite axis or angle is a ValueError.
     """
-    axis = np.asarray(axis, dtype=np.float64)
-    n = float(np.linalg.norm(axis))
-    half = math.radians(float(angle_deg)) / 2.0
-    if n < 1e-12:
+    raw = axis
+    axis = np.asarray(axis, dtype=np.float64).reshape(-1)
+    if axis.shape != (3,) or not np.all(np.isfinite(axis)):
+        raise ValueError(f"rotation axis must be 3 finite numbers, got {_short(raw)}")
+    angle = float(angle_deg)
+    if not math.isfinite(angle):
+        raise ValueError(f"rotation angle must be a finite number of degrees, got {angle_deg!r}")
+    half = math.radians(angle) / 2.0
+    m = float(np.max(np.abs(axis)))
+    if m == 0.0:
         if abs(math.sin(half)) > 1e-12:
-            raise ValueError("rotation axis must be non-zero for a non-zero angle")
+            raise ValueError(f"rotation axis {_short(raw)} is zero but the angle is {angle:g} degrees")
         return np.array([1.0, 0.0, 0.0, 0.0])
-    axis = axis / n
+    axis = axis / m  # largest component is now +-1: the norm is in [1, sqrt(3)]
+    axis = axis / float(np.linalg.norm(axis))
     return quat_normalize(np.concatenate([[math.cos(half)], math.sin(half) * axis]))
 
 

@@ -157,3 +157,18 @@ def test_zero_axis_only_with_zero_angle():
     assert Transform3D.from_axis_angle((0, 0, 0), 0.0).is_identity()
     with pytest.raises(ValueError):
         Transform3D.from_axis_angle((0, 0, 0), 10.0)
+
+
+def test_huge_and_tiny_axes_are_normalised_and_bad_axes_refused():
+    """A huge finite axis used to overflow the norm and silently become no rotation."""
+    want = Transform3D.from_axis_angle((1, 1, 0), 90.0)
+    huge = Transform3D.from_axis_angle((1e308, 1e308, 0), 90.0)
+    assert not huge.is_identity()
+    assert np.allclose(huge.rotation, want.rotation, atol=1e-12)
+    tiny = Transform3D.from_axis_angle((1e-300, 0, 0), 90.0)
+    assert np.allclose(tiny.rotation, Transform3D.from_axis_angle((1, 0, 0), 90.0).rotation, atol=1e-12)
+    for bad in ((0.0, 0.0, 0.0), (math.nan, 0.0, 0.0), (math.inf, 0.0, 0.0)):
+        with pytest.raises(ValueError) as exc:
+            Transform3D.from_axis_angle(bad, 90.0)
+        msg = str(exc.value)
+        assert "rotation axis" in msg and "\n" not in msg

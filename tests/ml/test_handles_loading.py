@@ -96,3 +96,18 @@ def test_missing_model_says_how_to_fetch(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as exc:
         load_models("stabilityai/stable-diffusion-2-depth", device="cpu")
     assert "hf download stabilityai/stable-diffusion-2-depth" in str(exc.value)
+
+
+def test_unet_weights_replaced_by_vae_weights_is_named(tiny_sd_dir, tmp_path):
+    """Another component's weights in unet/ used to surface as a raw 'meta tensor' error."""
+    from core.ml.handles.models import load_models
+
+    broken = _copy(tiny_sd_dir, tmp_path / "unet-holds-vae")
+    unet_w = next(p for p in (broken / "unet").iterdir() if p.suffix in (".safetensors", ".bin"))
+    vae_w = next(p for p in (broken / "vae").iterdir() if p.suffix == unet_w.suffix)
+    shutil.copyfile(vae_w, unet_w)
+    with pytest.raises(ModelError) as exc:
+        load_models(broken, device="cpu")
+    msg = str(exc.value)
+    assert "unet" in msg and str(broken) in msg and "\n" not in msg
+    assert "meta tensor" not in msg.lower()

@@ -111,6 +111,38 @@ def _component_error(folder: Path, name: str, exc: BaseException) -> ModelError:
     return ModelError(f"model component '{name}' in {folder} cannot be loaded ({msg[:200]}); re-download the model")
 
 
+_COMPONENT_TITLES = {"unet": "UNet", "vae": "VAE", "text_encoder": "text encoder"}
+
+
+def _weights_file(folder: Path, name: str) -> str:
+    """``name/<weights file>`` relative to the model folder (for messages), or just ``name/``."""
+    d = folder / name
+    for suffix in (".safetensors", ".bin"):
+        files = sorted(p.name for p in d.glob(f"*{suffix}")) if d.is_dir() else []
+        if files:
+            return f"{name}/{files[0]}"
+    return f"{name}/"
+
+
+def _check_weights_loaded(folder: Path, name: str, module: Any) -> None:
+    """Refuse a module whose weights file left parameters unset (still on the meta device).
+
+    from_pretrained does not fail when the file holds another component's tensors (e.g. the VAE's
+    weights copied over the UNet's): the missing ones stay meta tensors and fail later, obscurely.
+    """
+    if not hasattr(module, "parameters"):  # the tokenizer
+        return
+    try:
+        tensors = list(module.parameters()) + list(module.buffers())
+    except (AttributeError, TypeError, RuntimeError):  # pragma: no cover - not a torch module
+        return
+    if any(getattr(t, "is_meta", False) for t in tensors):
+        title = _COMPONENT_TITLES.get(name, name)
+        raise ModelError(
+            f"model {folder}: {_weights_file(folder, name)} does not hold {title} weights (they look like another component's); fetch the model again"
+        )
+
+
 def _make_scheduler(folder: Path):
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
@@ -190,8 +222,9 @@ def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
                 loaded[name] = fn()
             except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                 raise _component_error(folder, name, exc) from exc
-            except Exception as exc:  # safetensors' own errors and the like
+            except Exception as exc:  # safetensors' own errors, NotImplementedError and the like
                 raise _component_error(folder, name, exc) from exc
+            _check_weights_loaded(folder, name, loaded[name])
     finally:
         for lg, lv in zip(quiet, levels):
             lg.setLevel(lv)
@@ -206,10 +239,14 @@ def _load_uncached(folder: Path, model_id: str, dev, dt) -> HandlesModels:
         )
     if len(unet.up_blocks) < 2:
         raise ModelError(f"model {folder}: UNet has {len(unet.up_blocks)} up blocks; Diffusion Handles needs the SD layout")
-    for m in (unet, vae, loaded["text_encoder"]):
+    for name in ("unet", "vae", "text_encoder"):
+        m = loaded[name]
         m.requires_grad_(False)
         m.eval()
-        m.to(dev)
+        try:
+            m.to(dev)
+        except (NotImplementedError, RuntimeError, ValueError) as exc:  # e.g. "Cannot copy out of meta tensor"
+            raise _component_error(folder, name, exc) from exc
     scheduler = _make_scheduler(folder)
     extras: dict = {}
     rgb_file = folder / "vae" / "latent_rgb.json"
