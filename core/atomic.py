@@ -152,7 +152,7 @@ def write_atomically(outputs: Sequence[Output]) -> list[Path]:
             raise err from exc
         done.append(job.target)
     for folder in {_folder(job.target) for job in pending}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return done
 
 
@@ -191,7 +191,7 @@ def atomic_output(path, *, what: str = "file", keep_suffix: bool = False) -> Ite
         if err is exc:
             raise
         raise err from exc
-    _fsync_dir(_folder(job.target))
+    fsync_dir(_folder(job.target))
 
 
 # --------------------------------------------------------------------------- internals
@@ -211,7 +211,7 @@ class _Pending:
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=folder)
         except OSError as exc:
             raise InputError(_message(target, what, exc, existed)) from exc
-        mode = _mode_for(target)
+        mode = file_mode(target)
         job = cls(target, Path(name), what, existed, mode)
         try:
             if hasattr(os, "fchmod"):
@@ -289,14 +289,16 @@ def _message(target: Path, what: str, exc: OSError, existed: bool, tmp: Path | N
     return f"{target}: cannot write the {what} ({reason}){tail}"
 
 
-def _mode_for(target: Path) -> int:
+def file_mode(target: Path) -> int:
+    """The permission bits a file written over ``target`` gets: the target's own, else what a new
+    file gets under the umask."""
     try:
         return stat.S_IMODE(target.stat().st_mode) & 0o777
     except OSError:
-        return 0o666 & ~_umask()
+        return 0o666 & ~umask()
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it (os.umask would race with other threads)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
@@ -308,7 +310,7 @@ def _umask() -> int:
     return 0o022
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the replacement durable (best effort: some systems cannot open a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

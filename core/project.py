@@ -68,6 +68,7 @@ from typing import Any, overload
 import numpy as np
 
 import core
+from core.atomic import file_mode, fsync_dir
 from core.camera import Camera
 from core.errors import HandlesError, ProjectError
 from core.io import check_file
@@ -587,10 +588,7 @@ def save_project(path, project: Project) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
     tmp = Path(tmp_name)
     try:
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except OSError:
-            mode = 0o666 & ~_umask()
+        mode = file_mode(path)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, mode)
         with os.fdopen(fd, "w+b") as fh:
@@ -601,7 +599,7 @@ def save_project(path, project: Project) -> Path:
         if path.exists():
             _make_backup(path)
         os.replace(tmp, path)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         project.created, project.modified = created, modified
         remove_dead_temps(path)
     except BaseException as exc:
@@ -630,18 +628,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:  # gone or unreadable already: the size is only for the log
         return -1
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race with other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
 
 
 # ----- temporary files -----
@@ -764,19 +750,6 @@ def _make_backup(path: Path) -> None:
         except OSError:
             pass
         raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 class _Copier:
