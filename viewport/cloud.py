@@ -14,6 +14,15 @@ The cloud is made of groups laid out one after another in a single vertex buffer
 
 Each group is an :class:`open3d.geometry.PointCloud`, voxel-downsampled when the whole cloud
 exceeds the point budget; its axis-aligned bounding box frames the selection.
+
+Level of detail: besides the vertex order (photo raster order inside each group, which software
+GL draws fastest: a shuffled order costs it 20-45 % more per point), each group has a *stratified*
+order, :attr:`CloudData.lod`: its points sorted by the rank of their photo pixel in an 8 x 8
+ordered-dither (Bayer) matrix, raster order within a rank. The points of the lowest ``r`` of the 64
+ranks (the first ``Group.lod_ends[r - 1]`` in that order) are a uniform subsample of the group, a
+fraction ``r / 64`` of it; ranks below 16 are a regular lattice of every second pixel, below 4 of
+every fourth, below 1 of every eighth, so drawing them with points 2, 4 or 8 times wider covers
+the same surface.
 """
 
 from __future__ import annotations
@@ -47,19 +56,24 @@ class Group:
     lo: np.ndarray
     hi: np.ndarray
     spacing: float = 1.0
+    #: (LOD_RANKS,) points of dither rank below r + 1, cumulative (see the module docstring)
+    lod_ends: np.ndarray | None = None
 
 
 @dataclass
 class CloudData:
     """``vertices``: structured (N,) array with ``pos`` float32 (3,) and ``rgba`` uint8 (4,);
     ``groups`` by key; ``pixels``: (N, 2) int32 (row, col) of each point's photo pixel
-    (for background and fill points; -1 for object points)."""
+    (for background and fill points; -1 for object points); ``lod``: (N,) int64, the stratified
+    order (module docstring): ``vertices[lod]`` lists each group's points, in the group's own range,
+    lowest dither rank first."""
 
     vertices: np.ndarray
     groups: dict[str, Group]
     pixels: np.ndarray
     shape: tuple[int, int]
     source_points: int
+    lod: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -118,6 +132,29 @@ def background_depth(scene: Scene) -> np.ndarray:
     return np.maximum(filled, depth)
 
 
+def _bayer(n: int) -> np.ndarray:
+    """(n, n) ordered-dither matrix, ranks 0 .. n*n - 1 (n a power of two): the cells of rank
+    below ``4**k`` form a regular lattice of spacing ``n / 2**k``."""
+    m = np.zeros((1, 1), dtype=np.int64)
+    while m.shape[0] < n:
+        m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
+    return m
+
+
+LOD_TILE = 8
+#: number of level-of-detail ranks (cells of the dither matrix)
+LOD_RANKS = LOD_TILE * LOD_TILE
+_BAYER = _bayer(LOD_TILE)
+
+
+def lod_order(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified order of points at lattice positions ``(rows, cols)`` (see the module
+    docstring): (the index array that sorts them by dither rank, stable; the cumulative count of
+    points per rank, (LOD_RANKS,))."""
+    rank = _BAYER[np.asarray(rows, dtype=np.int64) % LOD_TILE, np.asarray(cols, dtype=np.int64) % LOD_TILE]
+    return np.argsort(rank, kind="stable"), np.cumsum(np.bincount(rank, minlength=LOD_RANKS))
+
+
 def _voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel: float):
     import open3d as o3d
 
@@ -161,7 +198,7 @@ def build_cloud(scene: Scene, point_budget: int | None = DEFAULT_POINT_BUDGET) -
     parts.append((FILL, fill_pts, fill_rgb, np.stack([rows[obj_px], cols[obj_px]], axis=1)))
     for k, obj in enumerate(scene.objects):
         sel = index == k
-        parts.append((obj.id, points[sel], colors[sel], np.full((int(sel.sum()), 2), -1, dtype=np.int64)))
+        parts.append((obj.id, points[sel], colors[sel], np.stack([rows[sel], cols[sel]], axis=1)))
     total = sum(len(p[1]) for p in parts)
 
     spacing = 1.0
@@ -180,31 +217,37 @@ def build_cloud(scene: Scene, point_budget: int | None = DEFAULT_POINT_BUDGET) -
             voxel *= math.sqrt(n / point_budget) * 1.05
         spacing = voxel / footprint
         new_parts = []
-        for (key, dp, dc), (_k, _p, _c, _px) in zip(down, parts):
-            if key == BACKGROUND or key == FILL:
-                x, y, _z = scene.camera.project(dp)
-                pix = np.stack([np.clip(np.floor(y), 0, h - 1), np.clip(np.floor(x), 0, w - 1)], axis=1)
-                pix = np.nan_to_num(pix, nan=0).astype(np.int64)
-            else:
-                pix = np.full((len(dp), 2), -1, dtype=np.int64)
+        for key, dp, dc in down:
+            # the photo pixel of each downsampled point (background and fill: for the hole flags;
+            # every group: for the level-of-detail order), on a lattice of the voxel's footprint
+            x, y, _z = scene.camera.project(dp)
+            pix = np.stack([np.clip(np.floor(y), 0, h - 1), np.clip(np.floor(x), 0, w - 1)], axis=1)
+            pix = np.nan_to_num(pix, nan=0).astype(np.int64)
             new_parts.append((key, dp, dc, pix))
         parts = new_parts
 
     n = sum(len(p[1]) for p in parts)
     vertices = np.empty(n, dtype=VERTEX_DTYPE)
     pixels = np.empty((n, 2), dtype=np.int32)
+    lod = np.empty(n, dtype=np.int64)
     groups: dict[str, Group] = {}
     first = 0
     for key, p, c, px in parts:
         m = len(p)
+        # level of detail: downsampled points sit on a lattice of `spacing` photo pixels
+        lattice = px if spacing == 1.0 else np.floor(px / spacing).astype(np.int64)
+        order, lod_ends = lod_order(lattice[:, 0], lattice[:, 1])
+        lod[first : first + m] = first + order
+        if key != BACKGROUND and key != FILL:
+            px = np.full((m, 2), -1, dtype=np.int64)
         vertices["pos"][first : first + m] = p
         vertices["rgba"][first : first + m, :3] = np.clip(np.asarray(c) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         vertices["rgba"][first : first + m, 3] = 255
         pixels[first : first + m] = px
         lo, hi = _bounds(np.asarray(p))
-        groups[key] = Group(key, first, m, lo, hi, spacing)
+        groups[key] = Group(key, first, m, lo, hi, spacing, lod_ends)
         first += m
-    return CloudData(vertices, groups, pixels, (h, w), total)
+    return CloudData(vertices, groups, pixels, (h, w), total, lod)
 
 
 def hole_flags(cloud: CloudData, mask: np.ndarray | None) -> np.ndarray:
