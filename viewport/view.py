@@ -7,6 +7,17 @@ the selected object tinted with its bounding box, the hole (the filled backgroun
 objects) hatched, and the gizmo of the selected object. Picking and drag math live in
 :mod:`core.gizmo`, the camera in :mod:`core.viewcam`.
 
+Frame rate (software GL draws about 10 million points a second on two cores, so a frame's cost is
+its point count): the vertex buffer holds the cloud twice, in raster order (drawn at rest: the
+fastest order for software GL) and in the stratified level-of-detail order of
+:mod:`viewport.cloud`. While the camera or a gizmo moves, each group draws only its points of the
+lowest dither ranks from the second copy (a complete lattice: every second photo pixel, or every
+fourth, ...), at most :attr:`PointCloudView.interactive_points` in all, with points widened to
+cover the same surface;
+at the release of the button (or a cancel), or :data:`REST_MS` after the last mouse move or wheel
+step, the full cloud is drawn again, so the picture at rest is always the full-resolution one. A new hole mask rewrites only the
+background's flags, from buffers allocated once per cloud; a transform is a uniform.
+
 Frames: world = the photo's camera frame (+X right, +Y down, +Z forward, depth units).
 
 Mouse: left drag on a gizmo handle edits the selected object (Ctrl snaps); left drag elsewhere
@@ -30,7 +41,7 @@ import math
 import time
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QMatrix4x4, QSurfaceFormat, QVector4D
 from PySide6.QtOpenGL import QOpenGLBuffer, QOpenGLShader, QOpenGLShaderProgram, QOpenGLVertexArrayObject
 from PySide6.QtOpenGLWidgets import QOpenGLWidget
@@ -38,7 +49,7 @@ from PySide6.QtOpenGLWidgets import QOpenGLWidget
 from core import gizmo as gz
 from core.scene import Scene
 from core.viewcam import OrbitCamera
-from viewport.cloud import BACKGROUND, DEFAULT_POINT_BUDGET, FILL, VERTEX_BYTES, CloudData, build_cloud, hole_flags
+from viewport.cloud import BACKGROUND, DEFAULT_POINT_BUDGET, FILL, LOD_RANKS, VERTEX_BYTES, CloudData, build_cloud
 
 # GL enums (PySide6 does not export them)
 GL_POINTS, GL_LINES, GL_TRIANGLES = 0x0000, 0x0001, 0x0004
@@ -55,6 +66,12 @@ MAX_POINT_SIZE = 24.0
 CLICK_SLOP_PX = 4.0
 #: automatic point size factor away from the photo's own viewpoint (1 there: one pixel per point)
 OFF_PHOTO_COVERAGE = 1.4
+#: the most points drawn in a frame while the camera or a gizmo moves (the level-of-detail budget:
+#: about 6 ms of drawing on a 2-core CPU with software GL); a quarter of a cloud of up to 256k
+#: points, a sixteenth up to 1M (see PointCloudView._lod_ranks)
+INTERACTIVE_POINTS = 64_000
+#: the full cloud is drawn again this long (ms) after the last interaction
+REST_MS = 150
 
 _VERTEX_SRC = """
 attribute vec3 a_pos;
@@ -101,6 +118,9 @@ def _qmatrix(m: np.ndarray) -> QMatrix4x4:
     return QMatrix4x4(*np.asarray(m, dtype=np.float64).reshape(16).tolist())
 
 
+_IDENTITY = np.eye(4)
+
+
 def _box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
 
@@ -123,7 +143,7 @@ class PointCloudView(QOpenGLWidget):
     #: (object id or None) after a click on an object (or on nothing)
     objectPicked = Signal(object)
 
-    def __init__(self, parent=None, point_budget: int | None = DEFAULT_POINT_BUDGET):
+    def __init__(self, parent=None, point_budget: int | None = DEFAULT_POINT_BUDGET, interactive_points: int | None = INTERACTIVE_POINTS):
         super().__init__(parent)
         fmt = QSurfaceFormat.defaultFormat()
         fmt.setDepthBufferSize(24)
@@ -149,6 +169,23 @@ class PointCloudView(QOpenGLWidget):
         self._nav: str | None = None  # "orbit" | "pan" | "pending" (left press, may become a click)
         self._last_pos = QPointF()
         self._press_pos = QPointF()
+        # level of detail: fewer points while the camera or a gizmo moves, all of them at rest
+        self.interactive_points = interactive_points
+        self._interacting = False
+        self._rest_timer = QTimer(self)
+        self._rest_timer.setSingleShot(True)
+        self._rest_timer.setInterval(REST_MS)
+        self._rest_timer.timeout.connect(self._on_rest)
+        self._drawn_points = 0
+        #: bytes written to the GL buffers so far: "vertices" (whole-cloud uploads) and "flags"
+        #: (hole-mask updates) (the tests and the benchmark read it)
+        self.uploaded_bytes = {"vertices": 0, "flags": 0}
+        # hole flags, buffers allocated once per cloud (see _prepare_flags)
+        self._flag_span = (0, 0)
+        self._flag_index: np.ndarray | None = None
+        self._flag_lod_index: np.ndarray | None = None
+        self._mask_buf: np.ndarray | None = None
+        self._flag_bufs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         # GL state
         self._gl_ready = False
         self._gl_error: str | None = None
@@ -180,6 +217,8 @@ class PointCloudView(QOpenGLWidget):
         if self._selected is not None and (scene is None or not any(o.id == self._selected for o in scene.objects)):
             self._selected = None
         self._hole_mask = None
+        self._interacting = False
+        self._rest_timer.stop()
         if scene is not None:
             self._rebuild()
             self.reset_camera()
@@ -193,8 +232,32 @@ class PointCloudView(QOpenGLWidget):
         self._mask_keys = {o.id: self._mask_key(o) for o in scene.objects}
         if self._hole_mask is not None and self._hole_mask.shape != self._cloud.shape:
             self._hole_mask = None
+        self._prepare_flags()
         self._upload_pending = True
         self._flags_pending = True
+
+    def _prepare_flags(self) -> None:
+        """The hole-flag buffers of the new cloud. Only points with a photo pixel (background and
+        fill, the first groups) can be flagged, so a mask update touches only their span
+        ``lo .. hi`` of each copy of the cloud. Per copy: the flags, the flags last uploaded, and
+        where they differ; ``_flag_index``: each raster-order point's photo pixel (flat index into
+        ``_mask_buf``, whose last, pad byte is always 0); ``_flag_lod_index``: the stratified
+        order of the span."""
+        cloud = self._cloud
+        h, w = cloud.shape
+        has_px = np.flatnonzero(cloud.pixels[:, 0] >= 0)
+        lo, hi = (int(has_px[0]), int(has_px[-1]) + 1) if len(has_px) else (0, 0)
+        px = cloud.pixels[lo:hi]
+        index = px[:, 0].astype(np.intp) * w + px[:, 1]
+        index[px[:, 0] < 0] = h * w  # the pad byte: never flagged
+        lod = cloud.lod[lo:hi] - lo
+        if len(lod) and (lod.min() < 0 or lod.max() >= hi - lo):
+            raise ValueError("the level-of-detail order must keep each group in its own range")
+        self._flag_span = (lo, hi)
+        self._flag_index = index
+        self._flag_lod_index = lod
+        self._mask_buf = np.zeros(h * w + 1, dtype=np.uint8)
+        self._flag_bufs = [(np.zeros(hi - lo, np.uint8), np.zeros(hi - lo, np.uint8), np.zeros(hi - lo, bool)) for _ in range(2)]
 
     @staticmethod
     def _mask_key(obj) -> tuple:
@@ -315,6 +378,30 @@ class PointCloudView(QOpenGLWidget):
 
     def is_dragging(self) -> bool:
         return self._drag is not None
+
+    def is_interacting(self) -> bool:
+        """True while the camera or a gizmo moves (until :data:`REST_MS` after the last move):
+        frames then draw at most :attr:`interactive_points` points."""
+        return self._interacting
+
+    def drawn_points(self) -> int:
+        """Points of the cloud drawn by the last frame."""
+        return self._drawn_points
+
+    def _interact(self) -> None:
+        """The camera or a gizmo moved: draw the level of detail until the mouse rests."""
+        self._interacting = True
+        self._rest_timer.start()
+
+    def _on_rest(self) -> None:
+        self._interacting = False
+        self.update()
+
+    def _end_interaction(self) -> None:
+        """A drag or a camera gesture ended (release, cancel): the full cloud at once."""
+        self._rest_timer.stop()
+        if self._interacting:
+            self._on_rest()
 
     def gl_error(self) -> str | None:
         """Why GL could not be set up (None when fine)."""
@@ -457,24 +544,62 @@ class PointCloudView(QOpenGLWidget):
         self._giz_vbo.release()
 
     def _upload(self) -> None:
-        if self._upload_pending and self._cloud is not None:
-            data = self._cloud.vertices.tobytes()
+        cloud = self._cloud
+        if self._upload_pending and cloud is not None:
+            # the cloud twice: raster order (drawn at rest), then the level-of-detail order
+            raster = memoryview(cloud.vertices.view(np.uint8))
+            stratified = memoryview(cloud.vertices[cloud.lod].view(np.uint8))
             self._vbo.bind()
-            self._vbo.allocate(data, len(data))
+            self._vbo.allocate(2 * raster.nbytes)
+            self._vbo.write(0, raster, raster.nbytes)
+            self._vbo.write(raster.nbytes, stratified, stratified.nbytes)
             self._vbo.release()
-            self._uploaded_count = self._cloud.count
+            self._flag_vbo.bind()
+            self._flag_vbo.allocate(bytes(2 * cloud.count), 2 * cloud.count)  # all clear; a mask rewrites its span
+            self._flag_vbo.release()
+            for _flags, gpu, _diff in self._flag_bufs:
+                gpu[:] = 0
+            self.uploaded_bytes["vertices"] += 2 * raster.nbytes
+            self.uploaded_bytes["flags"] += 2 * cloud.count
+            self._uploaded_count = cloud.count
             self._upload_pending = False
             self._flags_pending = True
             if self._vao.isCreated():
                 self._vao.bind()
                 self._bind_cloud_attributes()
                 self._vao.release()
-        if self._flags_pending and self._cloud is not None:
-            flags = hole_flags(self._cloud, self._hole_mask).tobytes()
-            self._flag_vbo.bind()
-            self._flag_vbo.allocate(flags, len(flags))
-            self._flag_vbo.release()
+        if self._flags_pending and cloud is not None:
+            self._update_flags()
             self._flags_pending = False
+
+    def _update_flags(self) -> None:
+        """Write the hole mask's flags (255 for points whose photo pixel is in the mask) into both
+        copies of the flag buffer, from buffers allocated once per cloud; only the span that
+        changed is uploaded."""
+        lo, hi = self._flag_span
+        if hi == lo:
+            return
+        h, w = self._cloud.shape
+        mask_view = self._mask_buf[: h * w].reshape(h, w)
+        if self._hole_mask is None:
+            mask_view[...] = 0
+        else:
+            np.multiply(self._hole_mask, 255, out=mask_view, casting="unsafe")
+        (raster, _, _), (stratified, _, _) = self._flag_bufs
+        np.take(self._mask_buf, self._flag_index, out=raster)
+        np.take(raster, self._flag_lod_index, out=stratified)
+        self._flag_vbo.bind()
+        for (flags, gpu, diff), offset in zip(self._flag_bufs, (lo, self._cloud.count + lo)):
+            np.not_equal(flags, gpu, out=diff)
+            first = int(diff.argmax())
+            if not diff[first]:
+                continue  # nothing changed
+            last = len(diff) - int(diff[::-1].argmax())
+            gpu[first:last] = flags[first:last]
+            data = memoryview(gpu[first:last])
+            self._flag_vbo.write(offset + first, data, data.nbytes)
+            self.uploaded_bytes["flags"] += data.nbytes
+        self._flag_vbo.release()
 
     def resizeGL(self, w: int, h: int) -> None:
         self.camera.set_size(self.width(), self.height())
@@ -503,17 +628,23 @@ class PointCloudView(QOpenGLWidget):
         k_auto = self.camera.focal / photo_focal * dpr
         if not self._at_photo_pose():
             k_auto *= OFF_PHOTO_COVERAGE  # surfaces seen at an angle: slightly fatter points close gaps
-        prog.setUniformValue1f(self._u["u_size_fixed"], float((self._point_size or 1.0) * dpr))
         prog.setUniformValue(self._u["u_flag_color"], QVector4D(*HOLE_RGBA))
         if self._vao.isCreated():
             self._vao.bind()
         else:
             self._bind_cloud_attributes()
         objects = {o.id: o for o in self._scene.objects}
+        ranks = self._lod_ranks()
+        n_all = self._cloud.count
+        drawn = 0
         for key, g in self._cloud.groups.items():
             if g.count == 0:
                 continue
-            model = np.eye(4)
+            first, count, widen = g.first, g.count, 1.0
+            if ranks < LOD_RANKS and g.lod_ends[ranks - 1] > 0:
+                # the stratified copy's lattice: a point per `widen` x `widen` photo pixels
+                first, count, widen = n_all + g.first, int(g.lod_ends[ranks - 1]), math.sqrt(LOD_RANKS / ranks)
+            model = _IDENTITY
             scale = 1.0
             tint = (0.0, 0.0, 0.0, 0.0)
             if key not in (BACKGROUND, FILL):
@@ -525,14 +656,30 @@ class PointCloudView(QOpenGLWidget):
                 if key == self._selected:
                     tint = SELECTION_TINT
             prog.setUniformValue(self._u["u_mvp"], _qmatrix(vp @ model))
-            prog.setUniformValue1f(self._u["u_size_k"], 0.0 if self._point_size else float(k_auto * g.spacing * scale))
+            prog.setUniformValue1f(self._u["u_size_k"], 0.0 if self._point_size else float(k_auto * g.spacing * scale * widen))
+            prog.setUniformValue1f(self._u["u_size_fixed"], float((self._point_size or 1.0) * dpr * widen))
             prog.setUniformValue(self._u["u_tint"], QVector4D(*tint))
-            f.glDrawArrays(GL_POINTS, g.first, g.count)
+            f.glDrawArrays(GL_POINTS, first, count)
+            drawn += count
+        self._drawn_points = drawn
         if self._vao.isCreated():
             self._vao.release()
         self._draw_overlay(f, vp)
         prog.release()
         self.last_frame_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _lod_ranks(self) -> int:
+        """How many of the cloud's dither ranks this frame draws: all of them at rest; while
+        interacting the most that fit :attr:`interactive_points` and form a complete lattice (a
+        quarter of the points: every second photo pixel; a sixteenth; a sixty-fourth), so that
+        points ``sqrt(LOD_RANKS / ranks)`` times wider leave no gaps."""
+        n_all, budget = self._cloud.count, self.interactive_points
+        if not self._interacting or budget is None or n_all <= budget:
+            return LOD_RANKS
+        ranks = LOD_RANKS // 4
+        while ranks > 1 and n_all * ranks > budget * LOD_RANKS:
+            ranks //= 4
+        return ranks
 
     def _at_photo_pose(self) -> bool:
         cam = self.camera
@@ -601,6 +748,7 @@ class PointCloudView(QOpenGLWidget):
             drag.cancel()  # the editor puts the start transform back (its document model writes)
         if emit:
             self.dragCancelled.emit(obj_id)
+        self._end_interaction()
         self.update()
         return True
 
@@ -643,6 +791,7 @@ class PointCloudView(QOpenGLWidget):
         if self._drag is not None:
             snap = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
             t = self._drag.update(pos.x(), pos.y(), snap=snap)
+            self._interact()
             self.transformPreview.emit(self._drag_id, t)  # proposed: the editor's document model writes it
             self.update()
             event.accept()
@@ -655,9 +804,11 @@ class PointCloudView(QOpenGLWidget):
                 dx, dy = pos.x() - self._press_pos.x(), pos.y() - self._press_pos.y()
         if self._nav == "orbit":
             self.camera.orbit(dx, dy)
+            self._interact()
             self.update()
         elif self._nav == "pan":
             self.camera.pan(dx, dy)
+            self._interact()
             self.update()
         elif self._nav is None:
             pose = self.gizmo_pose()
@@ -678,6 +829,7 @@ class PointCloudView(QOpenGLWidget):
             self._drag_id = None
             if new != drag.start:
                 self.transformCommitted.emit(obj_id, drag.start, new)
+            self._end_interaction()
             self.update()
             event.accept()
             return
@@ -688,6 +840,8 @@ class PointCloudView(QOpenGLWidget):
                 self._hover = None
                 self.update()
             self.objectPicked.emit(picked)
+        if self._nav is not None:
+            self._end_interaction()
         self._nav = None
         event.accept()
 
@@ -696,6 +850,7 @@ class PointCloudView(QOpenGLWidget):
         if steps:
             pos = event.position()
             self.camera.zoom(0.85**steps, anchor=(pos.x(), pos.y()))
+            self._interact()
             self.update()
         event.accept()
 

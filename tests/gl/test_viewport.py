@@ -429,3 +429,210 @@ def test_frame_selection_and_point_size_keys(view, scene):
     assert view.point_size() == 2.0
     view.set_point_size(None)
     assert view.point_size() is None
+
+
+# --------------------------------------------------------------------------- frame rate: level of detail, partial updates
+
+GL_PRIMITIVES_GENERATED, GL_QUERY_RESULT = 0x8C87, 0x8866
+
+
+def points_drawn(v) -> int:
+    """Points the view's paintGL submits, counted by GL itself (a primitives-generated query
+    around one frame; nothing selected, so no gizmo lines or triangles)."""
+    import ctypes
+
+    assert v.selected() is None
+    v.makeCurrent()
+    try:
+        ctx = v.context()
+        gen = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(ctypes.c_uint))(ctx.getProcAddress(b"glGenQueries"))
+        get = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint))(ctx.getProcAddress(b"glGetQueryObjectuiv"))
+        delete = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(ctypes.c_uint))(ctx.getProcAddress(b"glDeleteQueries"))
+        q, n = ctypes.c_uint(0), ctypes.c_uint(0)
+        gen(1, ctypes.byref(q))
+        ef = ctx.extraFunctions()
+        ef.glBeginQuery(GL_PRIMITIVES_GENERATED, q.value)
+        v.paintGL()
+        ef.glEndQuery(GL_PRIMITIVES_GENERATED)
+        get(q.value, GL_QUERY_RESULT, ctypes.byref(n))
+        delete(1, ctypes.byref(q))
+        return int(n.value)
+    finally:
+        v.doneCurrent()
+
+
+def hold_pan(v, dx=24):
+    """Shift + left press, a pan there and back (the camera ends where it started), button held."""
+    from PySide6.QtCore import Qt
+
+    p = np.array([W * 0.3, H * 0.3])
+    press(v, p, mods=Qt.KeyboardModifier.ShiftModifier)
+    move(v, p + [dx, 0])
+    move(v, p)
+    return p
+
+
+def test_moving_draws_a_uniform_subsample_and_rest_the_full_cloud(view, scene, qtbot):
+    from PySide6.QtCore import Qt
+
+    from viewport.view import REST_MS
+
+    n = view.cloud().count
+    budget = view.interactive_points
+    assert budget is not None and n > 2 * budget, "the sample must be larger than the interactive budget"
+    full = to_array(view.grabFramebuffer())
+    assert points_drawn(view) == n == view.drawn_points()
+
+    p = hold_pan(view)
+    assert view.is_interacting()
+    # the default budget (64k) takes a sixteenth of the sample's 332k points, every fourth pixel of
+    # every fourth row; a budget of a quarter takes every second pixel of every second row
+    for fraction, budget_here in ((1 / 16, budget), (1 / 4, n // 4 + 1000)):
+        view.interactive_points = budget_here
+        drawn = points_drawn(view)
+        assert drawn <= budget_here and view.drawn_points() == drawn
+        assert drawn == pytest.approx(fraction * n, rel=0.02)
+        lod = to_array(view.grabFramebuffer())
+        # the camera is back at the photo's: the subsample, widened, still shows the whole photo
+        # (the lattice starts at the top-left pixel: its last points can leave the photo's last
+        # few columns and rows open)
+        covered = np.any(np.abs(lod - CLEAR) > 2, axis=2)
+        assert covered[:-8, :-8].mean() > 0.999, f"gaps between the level-of-detail points: {1 - covered[:-8, :-8].mean():.2%} uncovered"
+        assert covered.mean() > 0.98
+        # ... every band of it (a uniform subsample, not the first rows)
+        for band in np.array_split(np.arange(H), 4):
+            err = np.abs(lod[band] - scene.photo[band].astype(np.int32)).mean()
+            assert err < 8.0, f"level-of-detail picture far from the photo: mean error {err:.2f}"
+        # ... but it is not the full-resolution picture: many pixels show a neighbour's colour
+        assert (np.abs(lod - full).max(axis=2) > 0).mean() > 0.03
+    view.interactive_points = budget
+
+    # the mouse rests (button still held): the full cloud again, the same picture as before
+    qtbot.waitUntil(lambda: not view.is_interacting(), timeout=REST_MS + 2000)
+    assert points_drawn(view) == n
+    rest = to_array(view.grabFramebuffer())
+    assert (np.abs(rest - full).max(axis=2) > 0).mean() < 0.001
+    release(view, p, mods=Qt.KeyboardModifier.ShiftModifier)
+
+    # a gizmo drag draws the subsample too (counted by the view: GL's count would include the
+    # gizmo's lines and triangles); its release brings back the full cloud at once
+    box = obj(scene, "box")
+    view.set_selected(box.id)
+    recorder(view)
+    start = arrow_screen(view, 0)
+    press(view, start)
+    move(view, start + [30, 0])
+    assert view.is_dragging() and view.is_interacting()
+    view.grabFramebuffer()
+    assert 0 < view.drawn_points() <= budget
+    release(view, start + [30, 0])
+    assert not view.is_interacting()
+    view.grabFramebuffer()
+    assert view.drawn_points() == n
+
+
+def test_without_a_budget_every_frame_draws_the_full_cloud(gl_context_info, qtbot, scene):
+    v = make_view(qtbot, scene)
+    v.interactive_points = None
+    p = hold_pan(v)
+    assert v.is_interacting()
+    assert points_drawn(v) == v.cloud().count
+    release(v, p)
+
+
+def _hole_masks(scene):
+    box = obj(scene, "box")
+    a = box.mask & ~np.roll(box.mask, 40, axis=1)
+    b = box.mask & ~np.roll(box.mask, 25, axis=0)
+    assert a.sum() > 500 and b.sum() > 500 and (a != b).sum() > 500
+    return a, b
+
+
+def test_a_new_hole_mask_rewrites_only_the_background_flags_and_matches_a_fresh_upload(gl_context_info, qtbot, scene):
+    from core.transform import Transform3D
+
+    obj(scene, "box").transform = Transform3D(translation=(0.3, 0.0, 0.0))
+    a, b = _hole_masks(scene)
+    v = make_view(qtbot, scene)
+    v.set_hole_mask(a)
+    first = to_array(v.grabFramebuffer())
+    before = dict(v.uploaded_bytes)
+    v.set_hole_mask(b)
+    updated = to_array(v.grabFramebuffer())
+    cloud = v.cloud()
+    flagged = sum(cloud.groups[k].count for k in ("background", "fill"))
+    assert v.uploaded_bytes["vertices"] == before["vertices"], "a hole mask must not re-upload the vertices"
+    sent = v.uploaded_bytes["flags"] - before["flags"]
+    assert 0 < sent <= 2 * flagged < 2 * cloud.count  # both copies' background span at most, never the objects'
+    assert (np.abs(updated - first).max(axis=2) > 30).sum() > 500, "the new hole is not drawn"
+
+    # the same scene and mask uploaded from scratch: the same picture, at rest and while moving
+    fresh = make_view(qtbot, scene)
+    fresh.set_hole_mask(b)
+    np.testing.assert_array_equal(to_array(fresh.grabFramebuffer()), updated)
+    pv, pf = hold_pan(v), hold_pan(fresh)
+    assert v.is_interacting() and fresh.is_interacting()
+    lod_v, lod_f = to_array(v.grabFramebuffer()), to_array(fresh.grabFramebuffer())
+    np.testing.assert_array_equal(lod_v, lod_f)
+    assert (np.abs(lod_v - updated).max(axis=2) > 0).mean() > 0.03  # it is the level of detail
+    # the hole is tinted in the level-of-detail copy too: the tint moves with the mask
+    v.set_hole_mask(a)
+    lod_a = to_array(v.grabFramebuffer())
+    assert (np.abs(lod_a - lod_v).max(axis=2) > 30).sum() > 500
+    release(v, pv)
+    release(fresh, pf)
+    # an unchanged mask uploads nothing; clearing it clears the tint
+    sent0 = v.uploaded_bytes["flags"]
+    v.set_hole_mask(a.copy())
+    v.grabFramebuffer()
+    assert v.uploaded_bytes["flags"] == sent0
+    v.set_hole_mask(None)
+    plain = make_view(qtbot, scene)
+    np.testing.assert_array_equal(to_array(v.grabFramebuffer()), to_array(plain.grabFramebuffer()))
+
+
+def test_moving_an_object_uploads_nothing_and_matches_a_fresh_view(view, scene, qtbot):
+    box = obj(scene, "box")
+    view.set_selected(box.id)
+    recorder(view)
+    view.transformPreview.connect(lambda i, _t: view.refresh_object(i))  # as the editor does
+    before = dict(view.uploaded_bytes)
+    start = arrow_screen(view, 0)
+    press(view, start)
+    for i in range(1, 5):
+        move(view, start + [15 * i, 0])
+    release(view, start + [60, 0])
+    assert box.transform.t[0] > 0.1
+    view.set_selected(None)
+    moved = to_array(view.grabFramebuffer())
+    assert view.uploaded_bytes == before, "a drag must only change the object's model matrix"
+    fresh = make_view(qtbot, scene)  # uploads the cloud from scratch, the box already moved
+    np.testing.assert_array_equal(moved, to_array(fresh.grabFramebuffer()))
+    assert np.abs(moved - scene.photo.astype(np.int32)).max(axis=2).mean() > 1.0  # the box did move
+
+
+def test_a_level_of_detail_frame_costs_much_less_than_a_full_one(view):
+    """Relative, so the machine's load cancels out: interleaved draws, medians, a wide margin
+    (the measured ratio is about 0.3-0.4 on llvmpipe)."""
+    import time
+
+    f = view.context().functions()
+
+    def draw(interacting: bool) -> float:
+        view._interacting = interacting  # the state a mouse move sets; the rest timer is not running
+        view.makeCurrent()
+        try:
+            t = time.perf_counter()
+            view.paintGL()
+            f.glFinish()
+            return time.perf_counter() - t
+        finally:
+            view.doneCurrent()
+
+    draw(False), draw(True)
+    full, lod = [], []
+    for _ in range(9):
+        full.append(draw(False))
+        lod.append(draw(True))
+    view._interacting = False
+    assert np.median(lod) < 0.75 * np.median(full), f"level of detail {np.median(lod) * 1e3:.1f} ms vs full {np.median(full) * 1e3:.1f} ms"
