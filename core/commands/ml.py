@@ -1,9 +1,10 @@
 """``handles-studio models ...`` and ``handles-studio depth ...``.
 
-``models list``      each catalog model: present (folder, size on disk), incomplete (what is wrong),
-                     or missing (the ``hf download`` command that fetches it)
-``models download``  fetch a catalog model into the Hugging Face cache (needs network; says so clearly
-                     and prints the command to run elsewhere when offline)
+``models list``      each catalog model: present (folder, size on disk, where it was found),
+                     incomplete (what is wrong), or missing (the ``hf download`` command that fetches
+                     it); a renderer also shows its backend, its depth ControlNet and its LoRAs
+``models download``  fetch a catalog model into the Hugging Face cache, a renderer with its ControlNet
+                     (needs network; says so clearly and prints the command to run elsewhere when offline)
 ``models check``     check a model folder or name and print where it is
 ``depth``            estimate a depth map of a photo at the working resolution and save it
 
@@ -20,11 +21,14 @@ from pathlib import Path
 
 from core.commands import LONG_SIDE_RANGE, long_side_arg
 
+#: the catalog's roles (core.ml.store.ROLES; written out: the parser must not import the store)
+MODEL_ROLES = ("renderer", "depth", "segmenter", "controlnet", "lora")
+
 
 def register(subparsers) -> None:
     models = subparsers.add_parser(
         "models",
-        help="list, check and download the models (diffusion renderer, depth, SAM)",
+        help="list, check and download the models (diffusion renderers, ControlNets, LoRAs, depth, SAM)",
         description="The model catalog: which models are on disk and how to fetch the others.",
     )
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
@@ -39,19 +43,19 @@ def register(subparsers) -> None:
         )
 
     ls = msub.add_parser("list", help="show each catalog model as present, incomplete or missing")
-    ls.add_argument("--role", choices=("renderer", "depth", "segmenter"), help="only models of this role")
+    ls.add_argument("--role", choices=MODEL_ROLES, help="only models of this role")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     add_dirs(ls)
     ls.set_defaults(func=_models_list)
 
-    dl = msub.add_parser("download", help="fetch a catalog model into the Hugging Face cache (needs network)")
+    dl = msub.add_parser("download", help="fetch a catalog model into the Hugging Face cache, a renderer with its ControlNet (needs network)")
     dl.add_argument("name", help="catalog name or repo id (see `models list`)")
     dl.add_argument("--cache-dir", metavar="DIR", help="hub cache to fill (default: $HF_HOME/hub or ~/.cache/huggingface/hub)")
     dl.set_defaults(func=_models_download)
 
     ck = msub.add_parser("check", help="check a model folder or name and print its folder")
     ck.add_argument("model", help="catalog name, repo id or model folder")
-    ck.add_argument("--role", choices=("renderer", "depth", "segmenter"), help="the role the folder must have")
+    ck.add_argument("--role", choices=MODEL_ROLES, help="the role the folder must have")
     add_dirs(ck)
     ck.set_defaults(func=_models_check)
 
@@ -81,35 +85,90 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _state_text(s) -> str:
+    """A catalog model's state in a few words: "present", "missing", "INCOMPLETE"."""
+    return "INCOMPLETE" if s.state == "incomplete" else s.state
+
+
+def _tag(e) -> str:
+    """The bracketed description after a model's name: its role, default, backend, what it fits."""
+    words = [e.role] + (["default"] if e.default else [])
+    if e.role == "renderer":
+        words.append(f"backend {e.backend}" + (f", {e.resolution} px" if e.resolution else ""))
+    elif e.base_backend:
+        words.append(f"for {e.base_backend}")
+    if e.role == "lora":
+        words.append(f"{e.schedule} timesteps, {e.steps} steps, guidance {e.guidance:g}")
+    return ", ".join(words)
+
+
 def _models_list(args) -> int:
-    from core.ml.store import format_size, list_models
+    from core.ml.store import format_size, list_models, renderer_statuses
 
     statuses = list_models(args.model_dir, role=args.role)
+    renderers = {r.entry.name: r for r in renderer_statuses(args.model_dir)} if args.role in (None, "renderer") else {}
     if args.json:
-        print(json.dumps([s.to_dict() for s in statuses], indent=2))
+        rows = []
+        for s in statuses:
+            row = s.to_dict()
+            r = renderers.get(s.entry.name)
+            if r is not None:
+                cn = r.controlnet
+                row["ready"] = r.ready
+                row["controlnet_status"] = None if cn is None else {"name": cn.entry.name, "state": cn.state, "path": str(cn.path) if cn.path else None}
+                row["loras"] = [{"name": lo.entry.name, "state": lo.state, "turbo": lo.entry.name == s.entry.turbo_lora} for lo in r.loras]
+            rows.append(row)
+        print(json.dumps(rows, indent=2))
         return 0
     width = max((len(s.entry.name) for s in statuses), default=10)
+    pad = " " * width
     for s in statuses:
         e = s.entry
-        tag = f"{e.role}{', default' if e.default else ''}"
-        print(f"{e.name:<{width}}  [{tag}]  {e.repo}@{e.revision}  licence: {e.licence}")
+        print(f"{e.name:<{width}}  [{_tag(e)}]  {e.repo}@{e.revision}  licence: {e.licence}  about {e.size_text}")
         if s.state == "present":
-            print(f"{'':<{width}}  present    {s.path}  ({format_size(s.size_on_disk or 0)} on disk)")
+            print(f"{pad}  present    {s.path}  ({format_size(s.size_on_disk or 0)} on disk; {s.where})")
         elif s.state == "incomplete":
-            print(f"{'':<{width}}  INCOMPLETE {s.problem}")
+            print(f"{pad}  INCOMPLETE {s.problem}")
         else:
-            print(f"{'':<{width}}  missing    about {e.size_text}; fetch with: {e.fetch_command}")
+            print(f"{pad}  missing    about {e.size_text}; fetch with: {e.fetch_command}")
+        r = renderers.get(e.name)
+        if r is None:
+            continue
+        cn = r.controlnet
+        if cn is not None:
+            fetch = "" if cn.present else f"; fetch with: {cn.entry.fetch_command}"
+            print(f"{pad}  ControlNet {cn.entry.name} ({cn.entry.repo}, licence {cn.entry.licence}, about {cn.entry.size_text}): {_state_text(cn)}{fetch}")
+        elif e.backend in ("sd15-controlnet", "sdxl-controlnet") and s.present:
+            print(f"{pad}  ControlNet its own (controlnet/ in its folder)")
+        if r.loras:
+            items = [f"{lo.entry.name}{' (turbo)' if lo.entry.name == e.turbo_lora else ''}: {_state_text(lo)}" for lo in r.loras]
+            print(f"{pad}  LoRAs      {'; '.join(items)}")
     n = sum(s.present for s in statuses)
     print(f"{n} of {len(statuses)} models present.")
     return 0
 
 
 def _models_download(args) -> int:
-    from core.ml.store import download, folder_size, format_size
+    """Download a catalog model, and a renderer's depth ControlNet when it is not on disk."""
+    from core.ml.store import catalog_entry, companions, download, folder_size, format_size, model_status
 
     t0 = time.monotonic()
     folder = download(args.name, cache_dir=args.cache_dir)
     print(f"downloaded {args.name} to {folder} ({format_size(folder_size(folder))}, {time.monotonic() - t0:.0f} s)")
+    entry = catalog_entry(args.name)
+    if entry is None:  # pragma: no cover - download() refuses names outside the catalog
+        return 0
+    for other in companions(entry):
+        if model_status(other).present:
+            print(f"{entry.name} uses {other.name}: already on disk")
+            continue
+        t0 = time.monotonic()
+        folder = download(other.name, cache_dir=args.cache_dir)
+        print(f"downloaded {other.name} (the depth ControlNet of {entry.name}) to {folder} ({format_size(folder_size(folder))}, {time.monotonic() - t0:.0f} s)")
+    if entry.turbo_lora:
+        lora = catalog_entry(entry.turbo_lora)
+        if lora is not None and not model_status(lora).present:
+            print(f"the turbo preset of {entry.name} also needs the LoRA {lora.name} (about {lora.size_text}): handles-studio models download {lora.name}")
     return 0
 
 

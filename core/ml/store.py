@@ -16,10 +16,16 @@ Where models are looked for, in order:
    (``stable-diffusion-2-depth``), ``org--name`` or ``org/name``.
 
 The catalog (``resources/models.json``) lists every model with its role (``renderer``, ``depth``,
-``segmenter``), repo id, revision, approximate size, licence, the exact ``hf download`` command that
-fetches it and the files a complete copy has. A folder is checked before use: the files its role
-needs exist, JSON configs parse, weights files are not empty, not Git LFS pointers and, for
-safetensors, not truncated (header and byte count agree). This module imports no heavy library.
+``segmenter``, ``controlnet``, ``lora``), repo id, revision, approximate size, licence, the exact
+``hf download`` command that fetches it and the files a complete copy has. A renderer names its
+``backend`` (``sd2-depth``: depth as the UNet's 5th input channel; ``sd15-controlnet`` and
+``sdxl-controlnet``: a depth ControlNet, the catalog entry its ``controlnet`` names) and the
+few-step LoRA the turbo preset uses (``turbo_lora``). ``legacy_repos`` are older repo ids of the
+same model (Stability AI withdrew ``stabilityai/stable-diffusion-2-depth`` in November 2025; the
+catalog fetches the ``sd2-community`` mirror): their snapshots in a cache are still used, after
+the current repo's. A folder is checked before use: the files its role needs exist, JSON configs
+parse, weights files are not empty, not Git LFS pointers and, for safetensors, not truncated
+(header and byte count agree). This module imports no heavy library.
 """
 
 from __future__ import annotations
@@ -39,7 +45,13 @@ from urllib.parse import urlparse
 
 from core.errors import ModelError
 
-ROLES = ("renderer", "depth", "segmenter")
+ROLES = ("renderer", "depth", "segmenter", "controlnet", "lora")
+#: how a renderer is conditioned on depth: the UNet's 5th input channel (SD2-depth), or a depth
+#: ControlNet next to an SD 1.5 or SDXL UNet
+BACKENDS = ("sd2-depth", "sd15-controlnet", "sdxl-controlnet")
+CONTROLNET_BACKENDS = ("sd15-controlnet", "sdxl-controlnet")
+#: how a few-step LoRA's timesteps are spaced when it samples
+SCHEDULES = ("trailing", "leading")
 ENV_MODEL_DIRS = "HANDLES_MODEL_DIRS"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -72,12 +84,23 @@ ROLE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     ),
     "depth": ("config.json", "preprocessor_config.json", _WEIGHTS_TF),
     "segmenter": ("config.json", "preprocessor_config.json|processor_config.json", _WEIGHTS_TF),
+    "controlnet": ("config.json", _WEIGHTS_DIFFUSERS),
+    "lora": ("pytorch_lora_weights.safetensors|pytorch_lora_weights.bin|*.safetensors",),
 }
+#: what an SDXL renderer folder has besides the SD layout
+SDXL_REQUIREMENTS: tuple[str, ...] = (
+    "tokenizer_2/vocab.json|tokenizer_2/tokenizer.json",
+    "tokenizer_2/merges.txt|tokenizer_2/tokenizer.json",
+    "text_encoder_2/config.json",
+    _prefixed("text_encoder_2", _WEIGHTS_TF + "|model.fp16.safetensors|model.fp16.safetensors.index.json"),
+)
 
 _ROLE_WORDS = {
     "renderer": "a StableDiffusionDepth2ImgPipeline folder (model_index.json, unet, vae, text_encoder, tokenizer, scheduler)",
     "depth": "a transformers depth-estimation folder (config.json, preprocessor_config.json, weights)",
     "segmenter": "a transformers SAM folder (config.json, preprocessor_config.json or processor_config.json, weights)",
+    "controlnet": "a diffusers ControlNetModel folder (config.json, diffusion_pytorch_model(.fp16).safetensors)",
+    "lora": "a LoRA weights file (pytorch_lora_weights.safetensors) or a folder holding one",
 }
 
 
@@ -91,9 +114,16 @@ class CatalogEntry:
     """One model of ``resources/models.json``.
 
     ``name`` is the short name users type (``--model sd2-depth``); ``repo`` the Hugging Face repo id
-    (also accepted as a name); ``size_bytes`` the approximate download size; ``include``/``exclude``
-    the file patterns the fetch command and :func:`download` use; ``required`` the files a complete
-    copy has (``"a|b"``: either).
+    (also accepted as a name, as are ``legacy_repos``); ``size_bytes`` the approximate download size;
+    ``include``/``exclude`` the file patterns the fetch command and :func:`download` use;
+    ``required`` the files a complete copy has (``"a|b"``: either).
+
+    Renderers: ``backend`` (one of :data:`BACKENDS`), ``controlnet`` (the catalog name of the
+    ``controlnet`` entry the backend needs; a renderer folder with its own ``controlnet/`` needs
+    none), ``turbo_lora`` (the ``lora`` entry the turbo preset uses). ControlNets and LoRAs:
+    ``base_backend`` (the renderer backend they fit). LoRAs: ``weight_name`` (the file in the repo),
+    ``schedule`` (``trailing``: deterministic DDIM on trailing timesteps), ``steps`` and
+    ``guidance`` (the classifier-free guidance scale they sample with; 1.0: none).
     """
 
     name: str
@@ -114,6 +144,24 @@ class CatalogEntry:
     resolution: int | None = None
     #: the model knows only the procedural world of core.world (scenes whose depth it made)
     world_only: bool = False
+    #: renderers: how the model is conditioned on depth (one of BACKENDS)
+    backend: str | None = None
+    #: renderers of a ControlNet backend: the catalog name of the depth ControlNet they need
+    controlnet: str | None = None
+    #: renderers: the catalog name of the few-step LoRA the turbo preset uses (None: none)
+    turbo_lora: str | None = None
+    #: older repo ids of the same model; their cache snapshots are used after the repo's own
+    legacy_repos: tuple[str, ...] = ()
+    #: controlnet and lora entries: the renderer backend they fit
+    base_backend: str | None = None
+    #: lora entries: the weights file in the repo
+    weight_name: str | None = None
+    #: lora entries: "trailing" | "leading" timestep spacing they sample with
+    schedule: str | None = None
+    #: lora entries: the denoising steps they are made for
+    steps: int | None = None
+    #: lora entries: the classifier-free guidance scale they sample with (1.0: no guidance)
+    guidance: float | None = None
 
     @property
     def bundled_path(self) -> Path | None:
@@ -122,15 +170,24 @@ class CatalogEntry:
     @property
     def cache_folder_name(self) -> str:
         """The repo's folder name in a hub cache: ``models--org--name``."""
-        return "models--" + self.repo.replace("/", "--")
+        return cache_folder_name(self.repo)
 
     @property
     def size_text(self) -> str:
         return format_size(self.size_bytes)
 
     def names(self) -> tuple[str, ...]:
-        """Every spelling that refers to this entry (lower case)."""
-        return (self.name.lower(), self.repo.lower(), self.repo.split("/")[-1].lower())
+        """Every spelling that refers to this entry (lower case): its name, its repo id and the
+        repo's short name, the same of its legacy repos."""
+        out = [self.name.lower()]
+        for repo in (self.repo, *self.legacy_repos):
+            out += [repo.lower(), repo.split("/")[-1].lower()]
+        return tuple(dict.fromkeys(out))
+
+
+def cache_folder_name(repo: str) -> str:
+    """A repo's folder name in a hub cache: ``models--org--name``."""
+    return "models--" + repo.replace("/", "--")
 
 
 _catalog_lock = threading.Lock()
@@ -150,10 +207,15 @@ def _catalog_text() -> str:
         raise ModelError(f"the model catalog resources/models.json is missing from this installation ({type(exc).__name__})") from None
 
 
+def _optional_int(raw: dict, key: str) -> int | None:
+    return int(raw[key]) if raw.get(key) else None
+
+
 def _parse_catalog(text: str) -> list[CatalogEntry]:
     data = json.loads(text)
     entries = []
     for raw in data["models"]:
+        role = raw["role"]
         entry = CatalogEntry(
             name=raw["name"],
             role=raw["role"],
@@ -168,13 +230,55 @@ def _parse_catalog(text: str) -> list[CatalogEntry]:
             exclude=tuple(raw.get("exclude", ())),
             default=bool(raw.get("default", False)),
             bundled=raw.get("bundled") or None,
-            resolution=int(raw["resolution"]) if raw.get("resolution") else None,
+            resolution=_optional_int(raw, "resolution"),
             world_only=bool(raw.get("world_only", False)),
+            backend=raw.get("backend") or ("sd2-depth" if role == "renderer" else None),
+            controlnet=raw.get("controlnet") or None,
+            turbo_lora=raw.get("turbo_lora") or None,
+            legacy_repos=tuple(raw.get("legacy_repos", ())),
+            base_backend=raw.get("base_backend") or None,
+            weight_name=raw.get("weight_name") or None,
+            schedule=raw.get("schedule") or None,
+            steps=_optional_int(raw, "steps"),
+            guidance=float(raw["guidance"]) if raw.get("guidance") is not None else None,
         )
         if entry.role not in ROLES:
             raise ModelError(f"models.json: model {entry.name!r} has unknown role {entry.role!r} (expected one of {', '.join(ROLES)})")
         entries.append(entry)
+    _check_references(entries)
     return entries
+
+
+def _check_references(entries: list[CatalogEntry]) -> None:
+    """Each renderer's backend is known and its ControlNet and turbo LoRA are entries of that role
+    for that backend; LoRAs name their file, backend and schedule."""
+    by_name = {e.name: e for e in entries}
+
+    def bad(entry: CatalogEntry, what: str) -> ModelError:
+        return ModelError(f"models.json: model {entry.name!r} {what}")
+
+    for e in entries:
+        if e.role == "renderer":
+            if e.backend not in BACKENDS:
+                raise bad(e, f"has unknown backend {e.backend!r} (expected one of {', '.join(BACKENDS)})")
+            if e.backend in CONTROLNET_BACKENDS and not e.controlnet:
+                raise bad(e, f"has the {e.backend} backend but names no controlnet")
+            for key, role in (("controlnet", "controlnet"), ("turbo_lora", "lora")):
+                ref = getattr(e, key)
+                if ref is None:
+                    continue
+                other = by_name.get(ref)
+                if other is None or other.role != role:
+                    raise bad(e, f"names {key} {ref!r}, which is not a {role} entry of the catalog")
+                if other.base_backend != e.backend:
+                    raise bad(e, f"names {key} {ref!r}, made for {other.base_backend}, not for its backend {e.backend}")
+        if e.role in ("controlnet", "lora") and e.base_backend not in CONTROLNET_BACKENDS:
+            raise bad(e, f"has base_backend {e.base_backend!r} (expected one of {', '.join(CONTROLNET_BACKENDS)})")
+        if e.role == "lora":
+            if not e.weight_name:
+                raise bad(e, "is a LoRA without weight_name (the file to load)")
+            if e.schedule not in SCHEDULES:
+                raise bad(e, f"has schedule {e.schedule!r} (expected one of {', '.join(SCHEDULES)})")
 
 
 def catalog() -> list[CatalogEntry]:
@@ -196,7 +300,7 @@ def catalog_entry(name: str) -> CatalogEntry | None:
 
 
 def default_model(role: str) -> CatalogEntry:
-    """The catalog's default model of ``role`` (``renderer``, ``depth`` or ``segmenter``)."""
+    """The catalog's default model of ``role`` (``renderer``, ``depth``, ``segmenter``, ...)."""
     if role not in ROLES:
         raise ModelError(f"unknown model role {role!r}: expected one of {', '.join(ROLES)}")
     entries = [e for e in catalog() if e.role == role]
@@ -268,24 +372,53 @@ def _snapshot_candidates(repo_dir: Path, revision: str) -> list[Path]:
     return first + rest
 
 
-def _candidate_folders(entry: CatalogEntry, dirs: Sequence[Path]) -> list[Path]:
-    """Folders that may hold ``entry``, best first (hub-cache snapshots, then plain folders)."""
-    org, _, short = entry.repo.partition("/")
-    out: list[Path] = []
+#: where a model was found (:attr:`Found.source`)
+SOURCES = ("bundled", "hub", "legacy", "folder", "path")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A folder that may hold a model, and where it comes from: ``source`` is ``bundled`` (ships
+    with the program), ``hub`` (a hub-cache snapshot of the entry's repo), ``legacy`` (a snapshot
+    of one of its ``legacy_repos``), ``folder`` (a plain folder in a model folder) or ``path``
+    (given directly); ``repo`` the repo id of a snapshot."""
+
+    path: Path
+    source: str
+    repo: str = ""
+
+    def label(self, entry: CatalogEntry | None = None) -> str:
+        """Where it was found, in words: "sd2-community mirror", "legacy stabilityai snapshot", ..."""
+        org = self.repo.split("/")[0]
+        if self.source == "hub":
+            return f"{org} mirror" if entry is not None and entry.legacy_repos else f"hub cache snapshot of {self.repo}"
+        if self.source == "legacy":
+            return f"legacy {org} snapshot"
+        return {"bundled": "bundled", "folder": "folder", "path": "folder given"}.get(self.source, self.source)
+
+
+def _candidate_folders(entry: CatalogEntry, dirs: Sequence[Path]) -> list[Found]:
+    """Folders that may hold ``entry``, best first: the bundled folder; the repo's hub-cache
+    snapshots and plain folders in every model folder; then the same of each legacy repo."""
+    out: list[Found] = []
     if entry.bundled_path is not None and entry.bundled_path.is_dir():
-        out.append(entry.bundled_path)
-    for d in dirs:
-        for repo_dir in (d / entry.cache_folder_name, d / "hub" / entry.cache_folder_name):
-            out.extend(_snapshot_candidates(repo_dir, entry.revision))
-        for plain in (d / entry.name, d / short, d / f"{org}--{short}", d / org / short):
-            if plain.is_dir() and not (plain / "snapshots").is_dir():
-                out.append(plain)
+        out.append(Found(entry.bundled_path, "bundled"))
+    for i, repo in enumerate((entry.repo, *entry.legacy_repos)):
+        org, _, short = repo.partition("/")
+        kind = "hub" if i == 0 else "legacy"
+        for d in dirs:
+            for repo_dir in (d / cache_folder_name(repo), d / "hub" / cache_folder_name(repo)):
+                out.extend(Found(p, kind, repo) for p in _snapshot_candidates(repo_dir, entry.revision))
+            names = (entry.name, short, f"{org}--{short}") if i == 0 else (f"{org}--{short}",)
+            for plain in (*(d / n for n in names), d / org / short):
+                if plain.is_dir() and not (plain / "snapshots").is_dir():
+                    out.append(Found(plain, "folder", repo))
     seen: set[Path] = set()
     unique = []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            unique.append(p)
+    for f in out:
+        if f.path not in seen:
+            seen.add(f.path)
+            unique.append(f)
     return unique
 
 
@@ -371,8 +504,9 @@ def _first_existing(folder: Path, alternatives: str) -> Path | None:
 
 
 def detect_role(folder: Path) -> str | None:
-    """The role a folder's layout suggests: ``renderer`` (model_index.json), ``segmenter`` (SAM
-    config), ``depth`` (other transformers config), or None."""
+    """The role a folder's layout suggests: ``renderer`` (model_index.json), ``controlnet``
+    (config.json of a ControlNetModel), ``segmenter`` (SAM config), ``depth`` (other transformers
+    config), ``lora`` (no config, a ``.safetensors`` file), or None."""
     if (folder / "model_index.json").is_file():
         return "renderer"
     cfg = folder / "config.json"
@@ -381,9 +515,69 @@ def detect_role(folder: Path) -> str | None:
             data = json.loads(cfg.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
-        model_type = str(data.get("model_type", "")) if isinstance(data, dict) else ""
-        return "segmenter" if model_type.startswith("sam") else "depth"
+        if not isinstance(data, dict):
+            return None
+        if "ControlNet" in str(data.get("_class_name", "")):
+            return "controlnet"
+        return "segmenter" if str(data.get("model_type", "")).startswith("sam") else "depth"
+    if folder.is_dir() and (any(folder.glob("*.safetensors")) or (folder / "pytorch_lora_weights.bin").is_file()):
+        return "lora"
     return None
+
+
+def detect_backend(folder: str | os.PathLike) -> str | None:
+    """The backend a renderer folder's layout says (None when it is not one, or unreadable):
+    ``sd2-depth`` (a 5-channel UNet), ``sdxl-controlnet`` (a 4-channel UNet with a second text
+    encoder or SDXL's added time conditioning), ``sd15-controlnet`` (another 4-channel UNet)."""
+    folder = Path(folder)
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(unet, dict) or not isinstance(index, dict):
+        return None
+    channels = unet.get("in_channels")
+    cls = str(index.get("_class_name", ""))
+    if channels == 5 or "Depth2Img" in cls:
+        return "sd2-depth"
+    if channels != 4:
+        return None
+    if (folder / "text_encoder_2").is_dir() or unet.get("addition_embed_type") == "text_time" or "XL" in cls:
+        return "sdxl-controlnet"
+    return "sd15-controlnet"
+
+
+def has_own_controlnet(folder: str | os.PathLike) -> bool:
+    """Whether a renderer folder holds its own ControlNet (``controlnet/``, as
+    ``StableDiffusionControlNetPipeline.save_pretrained`` writes it)."""
+    return (Path(folder) / "controlnet" / "config.json").is_file()
+
+
+def component_variant(folder: str | os.PathLike) -> str | None:
+    """``"fp16"`` when a component folder (``unet/``, a ControlNet ...) holds only fp16 variant
+    weights (``*.fp16.safetensors``: what the catalog's fetch commands download), else None; the
+    loaders pass it as ``variant=``."""
+    folder = Path(folder)
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    weights = [n for n in names if n.endswith((".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json"))]
+    if weights and all(".fp16." in n for n in weights):
+        return "fp16"
+    return None
+
+
+def lora_file(path: str | os.PathLike, entry: CatalogEntry | None = None) -> Path:
+    """The LoRA weights file of a LoRA folder (the entry's ``weight_name``, else the usual names)
+    or the file itself."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if entry is not None and entry.weight_name:
+        return path / entry.weight_name
+    hit = _first_existing(path, ROLE_REQUIREMENTS["lora"][0])
+    if hit is None:
+        raise ModelError(f"{path} holds no LoRA weights file (pytorch_lora_weights.safetensors or another .safetensors)")
+    return hit
 
 
 def check_model_folder(folder: str | os.PathLike, role: str | None = None, entry: CatalogEntry | None = None) -> str:
@@ -394,6 +588,12 @@ def check_model_folder(folder: str | os.PathLike, role: str | None = None, entry
     """
     folder = Path(folder)
     hint = f" (re-fetch with: {entry.fetch_command})" if entry else ""
+    if folder.is_file() and (role or (entry.role if entry else None) or "lora") == "lora":
+        try:
+            check_weights_file(folder)
+        except ModelError as exc:
+            raise ModelError(f"LoRA {exc}{hint}") from None
+        return "lora"
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist{hint}")
     found = detect_role(folder)
@@ -406,37 +606,73 @@ def check_model_folder(folder: str | os.PathLike, role: str | None = None, entry
     if found is not None and found != role:
         raise ModelError(f"{folder} holds a {found} model, not a {role}: expected {_ROLE_WORDS[role]}")
 
-    requirements = entry.required if entry else ROLE_REQUIREMENTS[role]
+    backend = entry.backend if entry is not None else None
+    detected = detect_backend(folder) if role == "renderer" else None
+    if backend and detected and detected != backend:
+        raise ModelError(f"model folder {folder} holds a {detected} model, not a {backend} model ('{entry.name if entry else ''}'){hint}")
+    requirements = list(entry.required if entry else ROLE_REQUIREMENTS[role])
+    if role == "renderer" and (backend or detected) == "sdxl-controlnet":
+        requirements += [r for r in SDXL_REQUIREMENTS if r not in requirements]
+    if role == "renderer" and (folder / "controlnet").is_dir():
+        requirements += ["controlnet/config.json", _prefixed("controlnet", _WEIGHTS_DIFFUSERS)]
     for alternatives in requirements:
         hit = _first_existing(folder, alternatives)
         if hit is None:
             names = " or ".join(alternatives.split("|"))
             raise ModelError(f"model folder {folder} is incomplete: {names} is missing{hint or '; expected ' + _ROLE_WORDS[role]}")
     try:
-        _check_contents(folder, role)
+        _check_contents(folder, role, entry)
     except ModelError as exc:
         raise ModelError(f"model folder {folder}: {exc}{hint}") from None
     return role
 
 
-def _check_contents(folder: Path, role: str) -> None:
+def _check_renderer(folder: Path, backend: str | None) -> list[Path]:
+    """A renderer folder's configs agree with a backend (the entry's, else what its layout says);
+    returns the folders whose weights to check."""
+    index = _read_json(folder / "model_index.json")
+    cfgs = {part: _read_json(folder / part / "config.json") for part in ("unet", "vae", "text_encoder")}
+    _read_json(folder / "scheduler" / "scheduler_config.json")
+    cls = str(index.get("_class_name", ""))
+    if cls and "StableDiffusion" not in cls and "Depth" not in cls:
+        raise ModelError(f"model_index.json names {cls}, not a Stable Diffusion pipeline (depth-to-image, or SD 1.5 / SDXL for a depth ControlNet)")
+    channels = cfgs["unet"].get("in_channels")
+    detected = detect_backend(folder)
+    if backend == "sd2-depth" or "Depth2Img" in cls or (backend is None and detected is None):
+        if channels != 5:
+            raise ModelError(
+                f"unet/config.json has in_channels={channels}: not a depth-conditioned UNet "
+                "(expected 5 = 4 latent + 1 depth, as in SD2-depth; or 4 for SD 1.5 / SDXL with a depth ControlNet)"
+            )
+    elif backend is not None and detected != backend:
+        raise ModelError(f"it holds a {detected or 'non-SD'} model (unet in_channels={channels}), not a {backend} model")
+    dirs = [folder / p for p in ("unet", "vae", "text_encoder")]
+    if (backend or detected) == "sdxl-controlnet":
+        _read_json(folder / "text_encoder_2" / "config.json")
+        dirs.append(folder / "text_encoder_2")
+    if (folder / "controlnet").is_dir():
+        _check_controlnet_config(folder / "controlnet", "controlnet/config.json")
+        dirs.append(folder / "controlnet")
+    return dirs
+
+
+def _check_controlnet_config(folder: Path, label: str = "config.json") -> None:
+    cfg = _read_json(folder / "config.json")
+    cls = str(cfg.get("_class_name", ""))
+    if cls and "ControlNet" not in cls:
+        raise ModelError(f"{label} names {cls}, not a ControlNetModel")
+
+
+def _check_contents(folder: Path, role: str, entry: CatalogEntry | None = None) -> None:
     """JSON configs parse; every weights file present passes :func:`check_weights_file`; role checks."""
     if role == "renderer":
-        index = _read_json(folder / "model_index.json")
-        for part in ("unet", "vae", "text_encoder"):
-            cfg = _read_json(folder / part / "config.json")
-            if part == "unet":
-                channels = cfg.get("in_channels")
-                if channels != 5:
-                    raise ModelError(
-                        f"unet/config.json has in_channels={channels}: not a depth-conditioned UNet "
-                        "(expected 5 = 4 latent + 1 depth, as in stabilityai/stable-diffusion-2-depth)"
-                    )
-        _read_json(folder / "scheduler" / "scheduler_config.json")
-        cls = index.get("_class_name", "")
-        if cls and "Depth2Img" not in cls and "Depth" not in cls:
-            raise ModelError(f"model_index.json names {cls}, not StableDiffusionDepth2ImgPipeline")
-        weight_dirs = [folder / p for p in ("unet", "vae", "text_encoder")]
+        weight_dirs = _check_renderer(folder, entry.backend if entry is not None else None)
+    elif role == "controlnet":
+        _check_controlnet_config(folder)
+        weight_dirs = [folder]
+    elif role == "lora":  # only the LoRA's own file: a repo may hold several (Hyper-SD)
+        check_weights_file(lora_file(folder, entry))
+        return
     else:
         cfg = _read_json(folder / "config.json")
         model_type = str(cfg.get("model_type", ""))
@@ -485,13 +721,19 @@ def _missing_message(entry: CatalogEntry, dirs: Sequence[Path]) -> str:
 
 
 def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_dirs: Iterable[str | os.PathLike] = ()) -> Path:
-    """Resolve a model name or folder to a checked folder on disk.
+    """Resolve a model name or folder to a checked folder on disk (:func:`locate_model`'s path)."""
+    return locate_model(name_or_path, role, extra_dirs).path
 
-    ``name_or_path``: a folder (used as-is after checking its layout for ``role``), a hub-cache repo
-    folder ``models--org--name`` (its best snapshot), a catalog name (``sd2-depth``) or repo id
-    (``stabilityai/stable-diffusion-2-depth``), or another repo id found in the caches.
-    ``role``: ``renderer``, ``depth`` or ``segmenter`` to check the layout against (default: the
-    catalog entry's role, or what the folder looks like).
+
+def locate_model(name_or_path: str | os.PathLike, role: str | None = None, extra_dirs: Iterable[str | os.PathLike] = ()) -> Found:
+    """Resolve a model name or folder to a checked folder on disk, and say where it was found.
+
+    ``name_or_path``: a folder (used as-is after checking its layout for ``role``), a LoRA weights
+    file, a hub-cache repo folder ``models--org--name`` (its best snapshot), a catalog name
+    (``sd2-depth``) or repo id (``sd2-community/stable-diffusion-2-depth``, or a legacy one), or
+    another repo id found in the caches. ``role``: one of :data:`ROLES` to check the layout
+    against (default: the catalog entry's role, or what the folder looks like). A catalog entry is
+    looked for in :func:`_candidate_folders`' order; the first complete folder wins.
 
     Raises :class:`ModelError` (one line): missing -> the ``hf download`` command to fetch it;
     incomplete or corrupt -> the component at fault.
@@ -515,13 +757,13 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
                 try:
                     check_model_folder(snap, role)
                     log.info("model %s: using snapshot %s", text, snap)
-                    return snap
+                    return Found(snap, "path")
                 except ModelError as exc:
                     errors.append(str(exc))
             raise ModelError(errors[0])
         check_model_folder(path, role)
         log.info("model folder %s checked (%s)", path, role or "any role")
-        return path
+        return Found(path, "path")
 
     if entry is not None:
         if role is not None and role != entry.role:
@@ -531,13 +773,13 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
             log.info("model %s is not on disk (searched: %s)", entry.name, ", ".join(map(str, dirs)))
             raise ModelError(_missing_message(entry, dirs), fetch_command=entry.fetch_command)
         first_error: str | None = None
-        for folder in candidates:
+        for found in candidates:
             try:
-                check_model_folder(folder, entry.role, entry)
-                log.info("model %s found in %s", entry.name, folder)
-                return folder
+                check_model_folder(found.path, entry.role, entry)
+                log.info("model %s found in %s (%s)", entry.name, found.path, found.label(entry))
+                return found
             except ModelError as exc:
-                log.info("model %s: skipping %s (%s)", entry.name, folder, exc)
+                log.info("model %s: skipping %s (%s)", entry.name, found.path, exc)
                 first_error = first_error or str(exc)
         if first_error:
             raise ModelError(first_error)
@@ -551,7 +793,7 @@ def find_model(name_or_path: str | os.PathLike, role: str | None = None, extra_d
                 for snap in _snapshot_candidates(repo_dir, "main"):
                     check_model_folder(snap, role)
                     log.info("model %s found in %s", text, snap)
-                    return snap
+                    return Found(snap, "hub", text)
         if Path(text.split("/", 1)[0]).expanduser().is_dir():  # "models/x" with a local models/: a missing folder
             raise ModelError(f"model folder {path} does not exist")
         log.info("model %s is not on disk (searched: %s)", text, ", ".join(map(str, dirs)))
@@ -597,7 +839,7 @@ class ModelStatus:
 
     ``path`` is the folder (present, or the broken one when incomplete); ``size_on_disk`` its bytes
     (files counted once even when linked from several snapshots); ``problem`` the one-line reason
-    when not present.
+    when not present; ``source`` and ``source_repo`` where the folder was found (:class:`Found`).
     """
 
     entry: CatalogEntry
@@ -605,10 +847,17 @@ class ModelStatus:
     path: Path | None = None
     size_on_disk: int | None = None
     problem: str | None = None
+    source: str = ""
+    source_repo: str = ""
 
     @property
     def present(self) -> bool:
         return self.state == "present"
+
+    @property
+    def where(self) -> str:
+        """Where the folder was found, in words ("sd2-community mirror", "bundled", ...); "" when none."""
+        return Found(self.path, self.source, self.source_repo).label(self.entry) if self.path is not None and self.source else ""
 
     def to_dict(self) -> dict:
         e = self.entry
@@ -625,6 +874,19 @@ class ModelStatus:
             "size_on_disk": self.size_on_disk,
             "problem": self.problem,
             "fetch_command": e.fetch_command,
+            "source": self.source or None,
+            "source_repo": self.source_repo or None,
+            "where": self.where or None,
+            "legacy_repos": list(e.legacy_repos),
+            "backend": e.backend,
+            "controlnet": e.controlnet,
+            "turbo_lora": e.turbo_lora,
+            "base_backend": e.base_backend,
+            "weight_name": e.weight_name,
+            "schedule": e.schedule,
+            "steps": e.steps,
+            "guidance": e.guidance,
+            "resolution": e.resolution,
         }
 
 
@@ -651,22 +913,123 @@ def model_status(entry: CatalogEntry, extra_dirs: Iterable[str | os.PathLike] = 
     candidates = _candidate_folders(entry, dirs)
     if not candidates:
         return ModelStatus(entry, "missing", problem=_missing_message(entry, dirs))
-    first: tuple[Path, str] | None = None
-    for folder in candidates:
+    first: tuple[Found, str] | None = None
+    for found in candidates:
         try:
-            check_model_folder(folder, entry.role, entry)
+            check_model_folder(found.path, entry.role, entry)
         except ModelError as exc:
-            first = first or (folder, str(exc))
+            first = first or (found, str(exc))
             continue
-        return ModelStatus(entry, "present", folder, folder_size(folder))
+        return ModelStatus(entry, "present", found.path, _size_of(found.path, entry), source=found.source, source_repo=found.repo)
     assert first is not None
-    return ModelStatus(entry, "incomplete", first[0], folder_size(first[0]), first[1])
+    bad = first[0]
+    return ModelStatus(entry, "incomplete", bad.path, _size_of(bad.path, entry), first[1], bad.source, bad.repo)
+
+
+def _size_of(folder: Path, entry: CatalogEntry) -> int:
+    """Bytes on disk of an entry's folder (a LoRA: its own file, a repo may hold several)."""
+    if entry.role == "lora" and entry.weight_name:
+        f = folder / entry.weight_name
+        return f.stat().st_size if f.exists() else 0
+    return folder_size(folder)
 
 
 def list_models(extra_dirs: Iterable[str | os.PathLike] = (), role: str | None = None) -> list[ModelStatus]:
     """The status of every catalog model (of ``role``, if given), in catalog order."""
     extra = list(extra_dirs)
     return [model_status(e, extra) for e in catalog() if role is None or e.role == role]
+
+
+def controlnets_for(renderer: CatalogEntry | None, backend: str) -> list[CatalogEntry]:
+    """The catalog's ControlNets a renderer of ``backend`` can use, best first: the renderer's own
+    (``controlnet``), then the others made for its backend (e.g. the small SDXL one)."""
+    fits = [e for e in catalog() if e.role == "controlnet" and e.base_backend == backend]
+    own = [e for e in fits if renderer is not None and e.name == renderer.controlnet]
+    return own + [e for e in fits if e not in own]
+
+
+def loras_for(backend: str | None) -> list[CatalogEntry]:
+    """The catalog's LoRAs made for a renderer backend, in catalog order."""
+    return [e for e in catalog() if e.role == "lora" and backend is not None and e.base_backend == backend]
+
+
+def controlnet_status(renderer: CatalogEntry | None, backend: str, extra_dirs: Iterable[str | os.PathLike] = ()) -> ModelStatus | None:
+    """The ControlNet a renderer of ``backend`` uses: the first of :func:`controlnets_for` that is
+    on disk, else the preferred one (missing or incomplete); None when the backend needs none."""
+    if backend not in CONTROLNET_BACKENDS:
+        return None
+    extra = list(extra_dirs)
+    statuses = [model_status(e, extra) for e in controlnets_for(renderer, backend)]
+    return next((st for st in statuses if st.present), statuses[0] if statuses else None)
+
+
+def companions(entry: CatalogEntry) -> list[CatalogEntry]:
+    """The catalog entries a model cannot render without: a renderer's depth ControlNet."""
+    other = catalog_entry(entry.controlnet) if entry.role == "renderer" and entry.controlnet else None
+    return [other] if other is not None else []
+
+
+@dataclass(frozen=True)
+class RendererStatus:
+    """A renderer and what it needs: its depth ControlNet (None: its backend needs none, or its
+    folder holds its own ``controlnet/``) and the few-step LoRAs of its backend (the turbo one
+    first). ``ready``: it renders (the model and, if needed, a ControlNet are on disk)."""
+
+    model: ModelStatus
+    controlnet: ModelStatus | None = None
+    loras: tuple[ModelStatus, ...] = ()
+
+    @property
+    def entry(self) -> CatalogEntry:
+        return self.model.entry
+
+    @property
+    def ready(self) -> bool:
+        return self.model.present and (self.controlnet is None or self.controlnet.present)
+
+    @property
+    def state(self) -> str:
+        """``present``, ``missing``, ``incomplete`` (the model's), or ``needs ControlNet``."""
+        return "needs ControlNet" if self.model.present and not self.ready else self.model.state
+
+    @property
+    def turbo_lora(self) -> ModelStatus | None:
+        name = self.entry.turbo_lora
+        return next((st for st in self.loras if st.entry.name == name), None)
+
+    @property
+    def size_bytes(self) -> int:
+        """The download size of the model with its ControlNet."""
+        return self.entry.size_bytes + (self.controlnet.entry.size_bytes if self.controlnet is not None else 0)
+
+    @property
+    def licence(self) -> str:
+        own = self.entry.licence
+        if self.controlnet is None or self.controlnet.entry.licence == own:
+            return own
+        return f"{own}; ControlNet: {self.controlnet.entry.licence}"
+
+    @property
+    def fetch_command(self) -> str:
+        """What fetches the parts that are not on disk (one shell line; "" when ready)."""
+        parts = [st.entry.fetch_command for st in (self.model, self.controlnet) if st is not None and not st.present]
+        return " && ".join(parts)
+
+
+def renderer_statuses(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[RendererStatus]:
+    """Every catalog renderer with its ControlNet and LoRAs (``models list``, the model picker)."""
+    extra = list(extra_dirs)
+    lora_status = {e.name: model_status(e, extra) for e in catalog() if e.role == "lora"}
+    out = []
+    for entry in catalog():
+        if entry.role != "renderer":
+            continue
+        model = model_status(entry, extra)
+        own = model.present and model.path is not None and has_own_controlnet(model.path)
+        cn = None if own or entry.backend is None else controlnet_status(entry, entry.backend, extra)
+        loras = sorted((lora_status[e.name] for e in loras_for(entry.backend)), key=lambda st: st.entry.name != entry.turbo_lora)
+        out.append(RendererStatus(model, cn, tuple(loras)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

