@@ -22,6 +22,8 @@ from core.errors import RenderCancelled
 
 #: the preset name of a render that needs no model (the geometric preview)
 GEOMETRIC = "geometric"
+#: request fields added after requests were first stored: part of the key only when not empty
+_KEYED_WHEN_SET = ("controlnet", "lora")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,9 @@ class RenderRequest:
     a renderer reads it and decides nothing again. ``handles`` are the typed Diffusion Handles
     settings (the preset with the user's changes, steps and resolution filled in); ``model_path``
     is the resolved folder of ``model`` (empty: no diffusion model is used, and ``missing`` /
-    ``fetch_command`` say why and how to get it).
+    ``fetch_command`` say why and how to get it). A ControlNet backend's depth ControlNet is
+    ``controlnet`` (its catalog name) at ``controlnet_path``; a few-step LoRA is ``lora`` at
+    ``lora_path``. Where things lie (``*_path``) is not part of :meth:`key`; which they are is.
     """
 
     scene_id: str
@@ -41,7 +45,7 @@ class RenderRequest:
     prompt: str = ""
     seed: int = 0
     steps: int = 50
-    #: "reference" | "default" | "fast" | "draft" | "geometric"
+    #: "reference" | "default" | "fast" | "draft" | "turbo" | "geometric"
     preset: str = "default"
     #: catalog name or folder of the diffusion model, as the user chose it
     model: str = "sd2-depth"
@@ -60,6 +64,15 @@ class RenderRequest:
     fetch_command: str = ""
     #: old projects stored transforms by object name: read-only, for their renders' History
     legacy_names: dict[str, dict] = field(default_factory=dict)
+    #: the catalog name of the depth ControlNet used ("" when the model's folder holds its own
+    #: controlnet/ or its backend needs none)
+    controlnet: str = ""
+    #: the checked folder of ``controlnet`` ("" when none is used)
+    controlnet_path: str = ""
+    #: the few-step LoRA used: a catalog name or a path, as chosen ("" when none)
+    lora: str = ""
+    #: the checked weights file of ``lora`` ("" when none)
+    lora_path: str = ""
 
     @property
     def geometric(self) -> bool:
@@ -97,10 +110,14 @@ class RenderRequest:
 
     def key(self) -> str:
         """Stable hash of what decides the pixels (not the device, the precision or where the
-        model lies: results agree across them)."""
+        models lie: results agree across them). Fields added later count only when set, so a
+        request without them keeps the key it had before they existed."""
         d = self.to_dict()
-        for k in ("device", "precision", "model_path", "missing", "fetch_command"):
+        for k in ("device", "precision", "model_path", "controlnet_path", "lora_path", "missing", "fetch_command"):
             d.pop(k, None)
+        for k in _KEYED_WHEN_SET:
+            if not d.get(k):
+                d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

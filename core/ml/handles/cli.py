@@ -29,7 +29,9 @@ object's centroid, uniform scale about the same centroid.
 Presets: reference (the published method: 50 steps, null-text inversion, 38 guided steps x 3
 gradient steps), default (25 steps, exact inversion, 12 guided steps, background kept exactly),
 fast (activation injection, no gradients: about the cost of plain sampling), draft (fast at
-256 px, 20 steps; for CPUs). The photo's identity (inversion + activations) is computed once per
+256 px, 20 steps; for CPUs), turbo (at most 8 steps on trailing timesteps, with the model's
+few-step LoRA when the catalog names one: lcm-lora-sd15 for sd15-depth-controlnet, lcm-lora-sdxl
+for sdxl-depth-controlnet; --lora picks another). The photo's identity (inversion + activations) is computed once per
 photo and settings; --save-identity stores it in the project so later renders skip it.
 """
 
@@ -128,6 +130,8 @@ def cmd_render(args) -> int:
     render_settings = {"preset": args.preset, "steps": steps, "seed": int(args.seed)}
     if args.model:
         render_settings["model"] = args.model
+    if args.lora:
+        render_settings["lora"] = args.lora
     request = resolve_request(scene, render_settings, user, prompt=args.prompt, resolution=args.resolution)
     if request.missing:  # the user asked for a diffusion render: a missing model is an error here
         raise ModelError(request.missing, fetch_command=request.fetch_command)
@@ -163,7 +167,8 @@ def cmd_render(args) -> int:
     evals = info.get("unet_evals", {})
     ev = ", ".join(f"{k} {v}" for k, v in sorted(evals.items()))
     reused = " (identity reused)" if info.get("identity_reused") else ""
-    print(f"wrote {out} ({w}x{h}, preset {args.preset}, {steps} steps, {time.monotonic() - t0:.1f} s{reused}; UNet: {ev})")
+    lora = f", LoRA {request.lora}" if request.lora else ""
+    print(f"wrote {out} ({w}x{h}, preset {args.preset}, {request.steps} steps{lora}, {time.monotonic() - t0:.1f} s{reused}; UNet: {ev})")
     return 0
 
 
@@ -197,7 +202,14 @@ def register(subparsers) -> None:
         help="noise the edited region starts from (presets default, fast, draft): it decides what the photo "
         "does not, e.g. the uncovered background; pixels outside the edit never change (reference: no effect)",
     )
-    p.add_argument("--preset", choices=("reference", "default", "fast", "draft"), default="default")
+    p.add_argument("--preset", choices=("reference", "default", "fast", "draft", "turbo"), default="default")
+    p.add_argument(
+        "--lora",
+        default=None,
+        metavar="NAME|PATH",
+        help="a few-step LoRA to render with: a catalog name (see `handles-studio models list --role lora`) or a weights "
+        "file or folder (default: none; the turbo preset uses the model's own from the catalog)",
+    )
     p.add_argument(
         "--resolution",
         type=int,
