@@ -2,10 +2,13 @@
 through here, so an interrupted or failed write never leaves a target half-written.
 
 A write goes to a temporary file in the target's folder, named after the target and the writing
-process (``.<name>.<pid>.<random>.tmp``), is flushed to disk (fsync), and then replaces the target
-in one step (``os.replace``; the folder is fsynced too where the system allows). If anything fails
-on the way, a full disk, a read-only folder, a writer's error or Ctrl+C, the temporary is removed
-and the target keeps its previous contents (or stays absent).
+process (``.<name>.w<pid>-<start ms>-<host>.<random>.tmp``, see :func:`temp_prefix`), is flushed to
+disk (fsync), and then replaces the target in one step (``os.replace``; the folder is fsynced too
+where the system allows). If anything fails on the way, a full disk, a read-only folder, a
+writer's error or Ctrl+C, the temporary is removed and the target keeps its previous contents (or
+stays absent). A writer killed outright (SIGKILL, power loss) cannot remove its temporary; the
+name says which process wrote it, so the next write of the same target removes it at once when
+that process is gone (:func:`remove_dead_temps`), however young the file is.
 
 Writers work on a *path* (Pillow, OpenEXR and Open3D open files by name): ``write(tmp_path)`` must
 write the whole file at ``tmp_path``. The temporary's suffix is ``.tmp``, so a writer that picks
@@ -28,10 +31,13 @@ A link as target is kept: the file it points to is replaced.
 from __future__ import annotations
 
 import errno
+import glob
 import logging
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -207,8 +213,9 @@ class _Pending:
         folder = _folder(target)
         existed = target.exists()
         suffix = ".tmp" + (target.suffix if keep_suffix else "")
+        remove_dead_temps(target)  # what killed writers of this target left behind
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=folder)
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix, dir=folder)
         except OSError as exc:
             raise InputError(_message(target, what, exc, existed)) from exc
         mode = file_mode(target)
@@ -269,24 +276,127 @@ def _as_input_error(exc: BaseException, job: _Pending | None) -> BaseException:
 
 
 def _message(target: Path, what: str, exc: OSError, existed: bool, tmp: Path | None = None) -> str:
+    tail = "; the previous file is unchanged" if existed else ""
+    return f"{target}: cannot write the {what} ({os_error_reason(target, exc, tmp)}){tail}"
+
+
+def os_error_reason(target, exc: OSError, tmp: Path | None = None) -> str:
+    """Why writing ``target`` failed, in a few words for a one-line message ("disk full", "no
+    permission to write in folder F"...). The temporary ``tmp`` is never named: where the system's
+    text names it, the target is named instead."""
+    target = Path(target)
     folder = _folder(target)
     code = exc.errno
     if code == errno.ENOSPC:
-        reason = "disk full"
-    elif code == getattr(errno, "EDQUOT", -1):
-        reason = "disk quota exceeded"
-    elif code == errno.EROFS:
-        reason = "read-only file system"
-    elif code in (errno.EACCES, errno.EPERM):
-        reason = f"no permission to write in folder {folder}"
-    elif code == errno.ENOENT and not folder.is_dir():
-        reason = f"folder {folder} does not exist"
-    else:
-        reason = " ".join((exc.strerror or str(exc)).split())
-        if tmp is not None:  # name the target, never the temporary
-            reason = reason.replace(str(tmp), str(target))
-    tail = "; the previous file is unchanged" if existed else ""
-    return f"{target}: cannot write the {what} ({reason}){tail}"
+        return "disk full"
+    if code == getattr(errno, "EDQUOT", -1):
+        return "disk quota exceeded"
+    if code == errno.EROFS:
+        return "read-only file system"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in folder {folder}"
+    if code == errno.ENOENT and not folder.is_dir():
+        return f"folder {folder} does not exist"
+    reason = " ".join((exc.strerror or str(exc)).split())
+    if tmp is not None:  # name the target, never the temporary
+        reason = reason.replace(str(tmp), str(target)).replace(tmp.name, target.name)
+    return reason
+
+
+# --------------------------------------------------------------------------- writer-tagged temporaries
+#: a temporary file without a writer in its name (older versions) older than this (seconds) is
+#: removed by the next write of its target
+STALE_TEMP_SECONDS = 15 * 60
+#: how far (ms) a live process's start time may differ from the one in a temporary's name and still
+#: be the same process (start times derive from the boot time, which the kernel reports to 1 s)
+_START_SLACK_MS = 2500
+#: what follows ``.<target name>`` in a temporary's name: the writer, mkstemp's random part, .tmp
+#: and (``keep_suffix``) the target's suffix
+_TEMP_WRITER = re.compile(r"\.w(\d{1,10})-(\d{1,16})-([0-9a-f]{8})\.[A-Za-z0-9_]+\.tmp(?:\.[A-Za-z0-9]{1,16})?$")
+_writer_tag_cache: list[str] = []
+
+
+def _start_ms(pid: int) -> int | None:
+    """The start time of process ``pid`` in ms since the epoch, or None when there is no such process."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time() * 1000)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _writer_tag() -> str:
+    """``w<pid>-<start ms>-<host>``: which process writes a temporary file (cached per process)."""
+    pid = os.getpid()
+    if not _writer_tag_cache or not _writer_tag_cache[0].startswith(f"w{pid}-"):  # after a fork: a new pid
+        _writer_tag_cache[:] = [f"w{pid}-{_start_ms(pid) or 0}-{_host_tag()}"]
+    return _writer_tag_cache[0]
+
+
+def temp_prefix(path) -> str:
+    """The prefix of this process's temporary files for ``path`` (``.<name>.w<pid>-<start>-<host>.``)."""
+    return f".{Path(path).name}.{_writer_tag()}."
+
+
+def _writer_dead(pid: int, start_ms: int) -> bool:
+    """Whether the process that named a temporary file (on this host) is gone."""
+    import psutil
+
+    if pid == os.getpid():
+        return False
+    try:
+        now = _start_ms(pid)
+    except (psutil.Error, OSError, ValueError):  # no access: assume it is alive
+        return False
+    return now is None or abs(now - start_ms) > _START_SLACK_MS
+
+
+def remove_dead_temps(path, also: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` (and of the files ``also``, in
+    the same folder) left behind.
+
+    A temporary names its writer (:func:`temp_prefix`): it is removed when that process is gone,
+    however young the file is; a live writer's is kept. One of another host is kept; one without
+    a writer in its name (older versions) is removed once it is :data:`STALE_TEMP_SECONDS` old.
+    Never fails (a read-only folder keeps its files). Returns the removed paths.
+    """
+    path = Path(path)
+    folder = _folder(path)
+    host = None
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    removed = []
+    for name in (path.name, *(Path(a).name for a in also)):
+        prefix = f".{name}."
+        try:
+            candidates = [*folder.glob(f"{glob.escape(prefix)}*.tmp"), *folder.glob(f"{glob.escape(prefix)}*.tmp.*")]
+        except OSError:
+            continue
+        for p in candidates:
+            rest = p.name[len(prefix) - 1 :]  # from the dot before the writer tag
+            m = _TEMP_WRITER.match(rest)
+            try:
+                if m:
+                    host = host or _host_tag()
+                    if m.group(3) != host or not _writer_dead(int(m.group(1)), int(m.group(2))):
+                        continue
+                elif _TEMP_WRITER.search(rest) or not rest.endswith(".tmp") or p.stat().st_mtime >= cutoff:
+                    continue  # another file's temporary (".<name>.<more>.w..."), or a recent old-style one
+                if p.is_file() and not p.is_symlink():
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                pass
+    if removed:
+        log.info("%s: removed %d temporary file(s) of killed writes", path, len(removed))
+    return removed
 
 
 def file_mode(target: Path) -> int:

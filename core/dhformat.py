@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -192,31 +190,14 @@ def scene_edits(scene, object_name: str | None = None) -> dict[str, Transform3D]
 
 
 def write_transforms(scene, path, object_name: str | None = None) -> Path:
-    """Write the scene's edits (see :func:`scene_edits`) as a DH transforms.json (atomic write)."""
+    """Write the scene's edits (see :func:`scene_edits`) as a DH transforms.json, atomically
+    (:mod:`core.atomic`: a failed write leaves the previous file as it was)."""
+    from core.atomic import atomic_write_text
+
     path = Path(path)
     data = transforms_to_dh(scene_edits(scene, object_name))
     text = json.dumps(data, indent=4) + "\n"
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{path}: folder {folder} does not exist")
-    from core.project import remove_dead_temps, temp_prefix
-
-    remove_dead_temps(path)  # temporaries of killed writes of this file
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    return path
+    return atomic_write_text(path, text, what="transforms file")
 
 
 def _read_text(path: Path) -> str:

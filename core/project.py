@@ -45,7 +45,6 @@ read them, and a save copies entries that were never read straight from it, with
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import logging
@@ -56,7 +55,6 @@ import stat
 import struct
 import tempfile
 import threading
-import time
 import weakref
 import zipfile
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
@@ -68,7 +66,15 @@ from typing import Any, overload
 import numpy as np
 
 import core
-from core.atomic import file_mode, fsync_dir
+from core.atomic import (  # noqa: F401 - the temporaries' names and ages, re-exported for the project's callers
+    STALE_TEMP_SECONDS,
+    _writer_tag,
+    file_mode,
+    fsync_dir,
+    os_error_reason,
+    temp_prefix,
+)
+from core.atomic import remove_dead_temps as _remove_dead_temps
 from core.camera import Camera
 from core.errors import HandlesError, ProjectError
 from core.io import check_file
@@ -585,7 +591,10 @@ def save_project(path, project: Project) -> Path:
     if path.is_dir():
         raise ProjectError(f"{path}: is a folder, not a project file")
     remove_dead_temps(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
+    except OSError as exc:  # e.g. a read-only folder: name the project, not the temporary
+        raise ProjectError(f"{path}: cannot save the project ({os_error_reason(path, exc)}); the previous file is unchanged") from exc
     tmp = Path(tmp_name)
     try:
         mode = file_mode(path)
@@ -613,7 +622,7 @@ def save_project(path, project: Project) -> Path:
         if isinstance(exc, HandlesError):
             raise
         if isinstance(exc, OSError):
-            raise ProjectError(f"{path}: cannot save the project ({exc.strerror or exc}); the previous file is unchanged") from exc
+            raise ProjectError(f"{path}: cannot save the project ({os_error_reason(path, exc, tmp)}); the previous file is unchanged") from exc
         if isinstance(exc, RecursionError):
             raise ProjectError(f"{path}: cannot save the project (its settings or render info nest too deeply); the previous file is unchanged") from exc
         if isinstance(exc, (ValueError, TypeError)):
@@ -631,95 +640,12 @@ def _size(path: Path) -> int:
 
 
 # ----- temporary files -----
-#: a temporary file without a writer in its name (older versions) older than this (seconds) is
-#: removed by the next save or load
-STALE_TEMP_SECONDS = 15 * 60
-#: how far (ms) a live process's start time may differ from the one in a temporary's name and still
-#: be the same process (start times derive from the boot time, which the kernel reports to 1 s)
-_START_SLACK_MS = 2500
-_TEMP_WRITER = re.compile(r"\.w(\d{1,10})-(\d{1,16})-([0-9a-f]{8})\.[A-Za-z0-9_]+\.tmp$")
-_writer_tag_cache: list[str] = []
-
-
-def _start_ms(pid: int) -> int | None:
-    """The start time of process ``pid`` in ms since the epoch, or None when there is no such process."""
-    import psutil
-
-    try:
-        return int(psutil.Process(pid).create_time() * 1000)
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _host_tag() -> str:
-    import hashlib
-    import socket
-
-    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
-
-
-def _writer_tag() -> str:
-    """``w<pid>-<start ms>-<host>``: which process writes a temporary file (cached per process)."""
-    pid = os.getpid()
-    if not _writer_tag_cache or not _writer_tag_cache[0].startswith(f"w{pid}-"):  # after a fork: a new pid
-        _writer_tag_cache[:] = [f"w{pid}-{_start_ms(pid) or 0}-{_host_tag()}"]
-    return _writer_tag_cache[0]
-
-
-def temp_prefix(path) -> str:
-    """The prefix of this process's temporary files for ``path`` (``.<name>.w<pid>-<start>-<host>.``)."""
-    return f".{Path(path).name}.{_writer_tag()}."
-
-
-def _writer_dead(pid: int, start_ms: int) -> bool:
-    """Whether the process that named a temporary file (on this host) is gone."""
-    import psutil
-
-    if pid == os.getpid():
-        return False
-    try:
-        now = _start_ms(pid)
-    except (psutil.Error, OSError, ValueError):  # no access: assume it is alive
-        return False
-    return now is None or abs(now - start_ms) > _START_SLACK_MS
-
-
+# The writer-tagged temporaries are core.atomic's (every output of the program uses them); a
+# project's cleaning also covers the temporaries of its ``.bak``.
 def remove_dead_temps(path) -> list[Path]:
-    """Delete the temporary files that killed saves of ``path`` (and of its ``.bak``) left behind.
-
-    A temporary names its writer (:func:`temp_prefix`): it is removed when that process is gone,
-    however young the file is; a live writer's is kept. One of another host is kept; one without
-    a writer in its name (older versions) is removed once it is :data:`STALE_TEMP_SECONDS` old.
-    Never fails (a read-only folder keeps its files). Returns the removed paths.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    host = None
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    removed = []
-    for prefix in (f".{path.name}.", f".{backup_path(path).name}."):
-        try:
-            candidates = list(folder.glob(f"{glob.escape(prefix)}*.tmp"))
-        except OSError:
-            continue
-        for p in candidates:
-            rest = p.name[len(prefix) - 1 :]  # from the dot before the writer tag
-            m = _TEMP_WRITER.match(rest)
-            try:
-                if m:
-                    host = host or _host_tag()
-                    if m.group(3) != host or not _writer_dead(int(m.group(1)), int(m.group(2))):
-                        continue
-                elif _TEMP_WRITER.search(rest) or p.stat().st_mtime >= cutoff:
-                    continue  # another project's temporary (".<name>.<more>.w..."), or a recent old-style one
-                if p.is_file() and not p.is_symlink():
-                    p.unlink()
-                    removed.append(p)
-            except OSError:
-                pass
-    if removed:
-        log.info("%s: removed %d temporary file(s) of killed saves", path, len(removed))
-    return removed
+    """Delete the temporary files that killed saves of ``path`` (and of its ``.bak``) left behind
+    (see :func:`core.atomic.remove_dead_temps`). Never fails. Returns the removed paths."""
+    return _remove_dead_temps(path, also=(backup_path(path),))
 
 
 def backup_path(path) -> Path:

@@ -223,7 +223,7 @@ def test_the_temporary_is_named_after_the_target_and_removed_on_ctrl_c(tmp_path)
 
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, write)
-    assert seen[0].parent == tmp_path and seen[0].name.startswith(f".out.bin.{os.getpid()}.") and seen[0].name.endswith(".tmp")
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(f".out.bin.w{os.getpid()}-") and seen[0].name.endswith(".tmp")
     assert target.read_bytes() == before and listing(tmp_path) == ["out.bin"]
 
 
@@ -290,3 +290,62 @@ def test_atomic_output_context_manager(tmp_path):
     with atomic_output(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and listing(tmp_path) == ["c.bin"]
+
+
+# ----------------------------------------------------------------------------- (d) read-only folder: transforms, projects
+def test_transforms_and_projects_into_a_read_only_folder_name_the_target(ro_folder, monkeypatch, capsys, project):
+    """The temporary is never named: export-transforms went through its own mkstemp, and a project
+    save created its temporary outside its error handling (a raw PermissionError naming it)."""
+    tj, pj = ro_folder / "t.json", ro_folder / "p.handles"
+    before = old_file(tj), old_file(pj)
+    readonly(ro_folder, monkeypatch)
+    assert main(["export-transforms", str(project), "-o", str(tj)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert f"{tj}: cannot write the transforms file (no permission to write in folder {ro_folder})" in line and ".tmp" not in line, line
+    assert main(["sample", "--width", "64", "--height", "64", "-o", str(pj)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert f"{pj}: cannot save the project (no permission to write in folder {ro_folder})" in line and ".tmp" not in line, line
+    assert (tj.read_bytes(), pj.read_bytes()) == before and listing(ro_folder) == ["p.handles", "t.json"]
+
+
+# ----------------------------------------------------------------------------- (e) killed writers leave nothing behind
+KILLED_PREVIEW = """
+    import os, sys, time
+    from core.cli import main
+    def stop(fd):  # the new image is in the temporary: be killed here
+        print("ready", flush=True)
+        time.sleep(60)
+    os.fsync = stop
+    main(["preview", sys.argv[1], "--object", "sphere", "--translate", "0.2", "0", "0", "-o", sys.argv[2]])
+    """
+
+
+def test_previews_killed_with_sigkill_leave_nothing_after_the_next_write(tmp_path, project, capsys):
+    """Killed writers' temporaries (named after the writer's pid and start time) are removed by the
+    next write of the same target, however young; before, they stayed for ever."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "p.png"
+    before = old_file(out)
+    env = dict(os.environ, PYTHONPATH=str(repo), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    for _ in range(2):  # the second killed write already removes what the first left
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(KILLED_PREVIEW), str(project), str(out)], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", proc.stderr.read() if proc.stderr else ""
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        left = [p.name for p in tmp_path.glob(".p.png.*.tmp")]
+        assert len(left) == 1 and left[0].startswith(f".p.png.w{proc.pid}-") and (tmp_path / left[0]).stat().st_size > 0, left
+        assert out.read_bytes() == before  # the killed write never replaced it
+    assert main(["preview", str(project), "--object", "sphere", "--translate", "0.2", "0", "0", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert listing(tmp_path) == ["p.png"] and out.read_bytes() != before

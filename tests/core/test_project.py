@@ -176,7 +176,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.setattr(P, "_npy_bytes", failing)
     with pytest.raises(ProjectError) as e:
         P.save_project(path, make_project(seed=2, cache_bytes=10))
-    assert "No space left on device" in str(e.value) and "unchanged" in str(e.value)
+    assert "(disk full)" in str(e.value) and "unchanged" in str(e.value)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.handles"]  # temp file removed, no .bak yet
     monkeypatch.setattr(P, "_npy_bytes", real)
