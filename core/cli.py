@@ -2,6 +2,11 @@
 
 Exit codes: 0 success, 1 failure (one-line message on stderr; a traceback only with ``--debug``),
 2 bad usage (argparse's usage message).
+
+Warnings while a command runs: the program's own (``warnings.warn`` in ``core``, e.g. a damaged
+settings file) are one line each, ``handles-studio: warning: ...``; those of libraries (NumPy,
+Pillow, OpenEXR, torch...) go to the log file only, since the program turns the ones that mean
+something into its own messages where they arise. ``--debug`` shows every warning as Python does.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ import logging
 import sys
 import time
 import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import core
 from core.commands import COMMAND_MODULES
@@ -57,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s %s: %s", PROG, core.__version__, " ".join(argv))
     t0 = time.monotonic()
     try:
-        code = int(args.func(args) or 0)
+        with _warnings_as_lines(debug=bool(args.debug)):
+            code = int(args.func(args) or 0)
         log.info("%s finished with exit code %d in %.2f s", args.command, code, time.monotonic() - t0)
         return code
     except KeyboardInterrupt:
@@ -79,6 +89,45 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s failed unexpectedly", args.command, exc_info=True)
         print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
         return 1
+
+
+#: the program's own packages: a warning issued from a file in one of them is shown (one line)
+_OWN_PACKAGES = ("core", "editor", "viewport", "training", "benchmarks")
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _own(filename: str) -> bool:
+    try:
+        rel = Path(filename).resolve().relative_to(_ROOT)
+    except (ValueError, OSError):
+        return False
+    return len(rel.parts) > 1 and rel.parts[0] in _OWN_PACKAGES
+
+
+@contextmanager
+def _warnings_as_lines(debug: bool) -> Iterator[None]:
+    """While a command runs: every warning is logged; the program's own are printed as one line,
+    a library's only with ``--debug`` (then as Python prints them). See the module docstring."""
+    previous = warnings.showwarning
+    logger = logging.getLogger("py.warnings")
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        logger.warning("%s:%s: %s: %s", filename, lineno, category.__name__, text)
+        try:
+            if debug:
+                sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+            elif _own(filename):
+                print(f"{PROG}: warning: {text}", file=sys.stderr)
+        except (OSError, ValueError, AttributeError):  # no usable stderr: the log has it
+            pass
+
+    warnings.showwarning = showwarning
+    try:
+        yield
+    finally:
+        if warnings.showwarning is showwarning:
+            warnings.showwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -207,6 +207,24 @@ def _read_text(path: Path) -> str:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
+def _read_mask(path: Path) -> np.ndarray:
+    """mask.png as a full-size bool array (object where the gray value is > 127; any mode, EXIF
+    orientation applied; a palette's transparency is ignored, as the mask is its gray value)."""
+    from PIL import ImageOps
+
+    from core import io as cio
+
+    mim = cio.open_image(path, "mask")
+    try:
+        with cio.pillow_warnings_to_log(path):
+            im = ImageOps.exif_transpose(mim) or mim
+            if im.mode == "P" and "transparency" in im.info:  # gray of the palette colour, not its alpha
+                im = im.convert("RGBA")
+            return np.asarray(im.convert("L")) > 127
+    finally:
+        mim.close()
+
+
 def is_dh_scene(folder) -> bool:
     folder = Path(folder)
     return folder.is_dir() and all((folder / f).is_file() for f in REQUIRED_FILES)
@@ -238,14 +256,7 @@ def load_dh_scene(folder, long_side: int = 512, repair: bool = False):
     if (folder / "bg_depth.exr").is_file():
         bg_depth = cio.load_depth(folder / "bg_depth.exr", size=(w, h), repair=repair)
 
-    mim = cio.open_image(folder / "mask.png", "mask")
-    try:
-        from PIL import ImageOps
-
-        mim = ImageOps.exif_transpose(mim) or mim
-        mask_full = np.asarray(mim.convert("L")) > 127
-    finally:
-        mim.close()
+    mask_full = _read_mask(folder / "mask.png")
     if mask_full.shape != (H0, W0):
         raise InputError(f"{folder / 'mask.png'}: mask is {mask_full.shape[1]}x{mask_full.shape[0]}, the photo is {W0}x{H0}")
     mask = cio.resize_mask(mask_full, (w, h))

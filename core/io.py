@@ -30,9 +30,15 @@ also match the file's length). A multi-channel EXR gives its depth channel by
 :func:`exr_depth_channel` (``Z``, then a layer's ``*.Z``, then ``depth``... before ``Y`` and ``R``).
 ``kind="disparity"`` inverts the values. The scale of an integer PNG/TIFF comes from the ``scale``
 argument, else from the PNG text chunk ``handles:depth_scale`` written by :func:`save_depth`
-(``depth = value * scale``). NaN, infinite, zero and negative values are an
-InputError that says how many there are and where (bounding box and first pixel), unless
-``repair=True``, which gives every invalid pixel the value of its nearest valid pixel.
+(``depth = value * scale``). NaN, infinite, zero and negative values, and values outside
+:data:`MIN_DEPTH` .. :data:`MAX_DEPTH` (1e-12 to 1e12, where float32 geometry stays exact enough and
+never overflows) are an InputError that says how many there are and where (bounding box and first
+pixel), unless ``repair=True``, which gives every invalid pixel the value of its nearest valid
+pixel. The values are checked in the file's own type, before the cast to float32.
+
+A damaged EXR file is one line of ours too: what OpenEXR prints about it (past Python, on the
+process's stderr and stdout) is captured (:func:`captured_library_output`), logged, and its first
+complaint named in the InputError; a file it reads only partly is refused the same way.
 
 A depth map resized to the working size must have the photo's (or the working size's) aspect
 ratio, within 1 % or one pixel, and at least 8 pixels a side (:func:`check_depth_shape`): it is
@@ -49,10 +55,16 @@ step between an object and the background is a large second difference.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import struct
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -61,6 +73,8 @@ import numpy as np
 
 from core.camera import DEFAULT_FOV_DEG, Camera
 from core.errors import InputError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -76,6 +90,11 @@ MAX_LONG_SIDE = 4096
 ASPECT_TOLERANCE = 0.01
 #: shortest side of a depth map that may be resized to the working size
 MIN_DEPTH_SIDE = 8
+#: the depth values accepted, in the file's units (1e12 m is a million km): beyond them the
+#: geometry's float32 points, squares, sums and disparities would overflow or vanish, so such
+#: values are invalid like NaN (the range is its own reciprocal, so disparities have it too)
+MIN_DEPTH = 1e-12
+MAX_DEPTH = 1e12
 #: photo formats accepted (Pillow format names; camera MPO files open through "JPEG")
 PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -214,12 +233,35 @@ def check_pixels(path, width: int, height: int, noun: str = "image", max_pixels:
         )
 
 
+@contextmanager
+def pillow_warnings_to_log(path) -> Iterator[None]:
+    """Pillow's warnings while ``path`` is decoded or converted go to the log, not the terminal.
+
+    They report damage Pillow recovered from (corrupt EXIF or TIFF tags, a malformed MPO, an
+    invalid APNG chunk, a palette's transparency given as bytes), which changes nothing this
+    program does with the pixels. Its ``DecompressionBombWarning`` is dropped: the program's own
+    limit (:data:`MAX_PIXELS`, :func:`check_pixels`) is checked from the header instead, with one
+    line of its own.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                log.info("%s: Pillow %s: %s", _name(path), w.category.__name__, " ".join(str(w.message).split()))
+
+
 def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int = MAX_PIXELS):
     """Open an image with Pillow and decode it, guarded: returns a loaded ``PIL.Image.Image``.
 
     Raises InputError (naming ``path``) for a missing/empty/non-image/truncated/0-sized file or one
     with more than ``max_pixels`` pixels. Pillow's global decompression-bomb limit is left as it is;
-    its warning is silenced locally and this function's own limit is checked before decoding.
+    its warnings go to the log (:func:`pillow_warnings_to_log`) and this function's own limit is
+    checked before decoding.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -233,8 +275,7 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
     fmt = _sniff(head)
     supported = ", ".join(formats)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pillow_warnings_to_log(path):
             im = Image.open(path, formats=list(formats) if formats else None)
     except Image.DecompressionBombError as exc:
         raise InputError(f"{_name(path)}: image is too large to open safely ({exc}); the limit is {max_pixels // 1_000_000} megapixels") from exc
@@ -253,8 +294,7 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
             raise InputError(f"{_name(path)}: image is {w}x{h} pixels (zero width or height)")
         check_pixels(path, w, h, max_pixels=max_pixels)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with pillow_warnings_to_log(path):
                 im.load()
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
             raise InputError(f"{_name(path)}: truncated or damaged image data ({exc})") from exc
@@ -359,11 +399,12 @@ def load_photo(path, long_side: int = 512) -> LoadedPhoto:
     src = open_image(path, "photo")
     im = src
     try:
-        try:
-            im = ImageOps.exif_transpose(src) or src
-        except Exception:  # noqa: BLE001 - a broken EXIF block: keep the stored orientation
-            im = src
-        original, alpha_full = _to_rgb_and_alpha(im)
+        with pillow_warnings_to_log(path):  # a damaged EXIF block: Pillow warns and reads what it can
+            try:
+                im = ImageOps.exif_transpose(src) or src
+            except Exception:  # noqa: BLE001 - a broken EXIF block: keep the stored orientation
+                im = src
+            original, alpha_full = _to_rgb_and_alpha(im)
     finally:
         if im is not src:
             im.close()
@@ -410,6 +451,82 @@ def _check_exr_header(path: Path, head) -> None:
         )
 
 
+#: one capture of the process's stdout/stderr at a time (file descriptors are process-wide)
+_CAPTURE_LOCK = threading.Lock()
+#: what OpenEXR prints when it meets a damaged file (its C core, and its Python binding, which
+#: then returns what it could read); a line with any of these makes the file an InputError
+_EXR_DAMAGE_MARKS = ("EXR_ERR", "Exception raised reading", "Unable to", "orrupt")
+
+
+@contextmanager
+def captured_library_output(out: list[str]) -> Iterator[None]:
+    """Run the body with the process's stdout and stderr (file descriptors 1 and 2) sent to
+    temporary files, and append what C libraries printed there (OpenEXR prints its errors and
+    warnings directly, past Python's ``sys.stderr``) to ``out``, one string per line.
+
+    Keep the body short: text another thread writes meanwhile is captured too (the caller logs
+    what it does not use). Captures are serialised; without usable descriptors (a windowed
+    program on Windows) the body runs uncaptured.
+    """
+    with _CAPTURE_LOCK:
+        saved: list[tuple[int, int, object]] = []
+        try:
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+            for fd in (1, 2):
+                sink = tempfile.TemporaryFile()
+                try:
+                    copy = os.dup(fd)
+                except OSError:
+                    sink.close()
+                    continue
+                saved.append((fd, copy, sink))
+                os.dup2(sink.fileno(), fd)
+        except OSError:  # pragma: no cover - undo what was done and run uncaptured
+            _restore_output(saved, out, keep=False)
+            saved = []
+        try:
+            yield
+        finally:
+            _restore_output(saved, out, keep=True)
+
+
+def _restore_output(saved: list, out: list[str], keep: bool) -> None:
+    for fd, copy, sink in saved:
+        try:
+            os.dup2(copy, fd)
+        finally:
+            os.close(copy)
+        try:
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+        except OSError:  # pragma: no cover
+            text = ""
+        finally:
+            sink.close()
+        if keep:
+            out.extend(line for line in text.splitlines() if line.strip())
+        elif text:  # pragma: no cover - nothing was captured on purpose: give it back
+            try:
+                os.write(fd, text.encode("utf-8", "replace"))
+            except OSError:
+                pass
+
+
+def _exr_complaint(path: Path, lines: list[str]) -> str:
+    """OpenEXR's first complaint about ``path``, in a few words (the path itself left out)."""
+    text = " ".join(lines[0].split())
+    for prefix in (f"{path}: ", f"{path.name}: ", "Warning: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    text = text.replace(str(path), path.name)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _read_exr(path: Path) -> np.ndarray:
     try:
         import OpenEXR
@@ -422,10 +539,14 @@ def _read_exr(path: Path) -> np.ndarray:
         raise InputError(f"{_name(path)}: cannot read the depth file ({exc.strerror or exc})") from exc
     if magic != b"\x76\x2f\x31\x01":
         raise InputError(f"{_name(path)}: not an OpenEXR file")
+    printed: list[str] = []  # what OpenEXR prints about a damaged file: our one line instead
     try:
-        _check_exr_header(path, OpenEXR.File(str(path), header_only=True))
-        f = OpenEXR.File(str(path), separate_channels=True)
-        channels = f.channels()
+        with captured_library_output(printed):
+            head = OpenEXR.File(str(path), header_only=True)
+        _check_exr_header(path, head)
+        with captured_library_output(printed):
+            f = OpenEXR.File(str(path), separate_channels=True)
+            channels = f.channels()
         chans = {name: c for name, c in channels.items()}
         if not chans:
             raise InputError(f"{_name(path)}: the EXR file has no channels")
@@ -436,7 +557,15 @@ def _read_exr(path: Path) -> np.ndarray:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - OpenEXR raises plain exceptions for damaged files
-        raise InputError(f"{_name(path)}: damaged or unreadable EXR file ({exc})") from exc
+        damage = [line for line in printed if any(m in line for m in _EXR_DAMAGE_MARKS)]
+        detail = _exr_complaint(path, damage) if damage else " ".join(str(exc).split()).replace(str(path), path.name)
+        log.info("%s: OpenEXR: %s", path, " | ".join(printed) or exc)
+        raise InputError(f"{_name(path)}: damaged or unreadable EXR file ({detail}); save it again or give another depth file") from exc
+    if printed:
+        log.info("%s: OpenEXR printed: %s", path, " | ".join(printed))
+        damage = [line for line in printed if any(m in line for m in _EXR_DAMAGE_MARKS)]
+        if damage:  # read, but OpenEXR said parts of it are damaged (their pixels are left unset)
+            raise InputError(f"{_name(path)}: damaged EXR file ({_exr_complaint(path, damage)}); save it again or give another depth file")
     if px.ndim != 2:
         raise InputError(f"{_name(path)}: EXR channel {name!r} is not a 2-D image (shape {px.shape})")
     if px.dtype.kind not in "fui":
@@ -463,7 +592,10 @@ def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
         mode = im.mode
         if mode == "F":
             a = np.asarray(im, dtype=np.float32)
-            return a * np.float32(scale) if scale is not None else a.copy()
+            if scale is None:
+                return a.copy()
+            with np.errstate(over="ignore"):  # beyond float64: infinite, refused by the value check
+                return a.astype(np.float64) * float(scale)
         if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L"):
             s = scale if scale is not None else _png_scale(im)
             if s is None:
@@ -472,7 +604,8 @@ def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
                 )
             if not (math.isfinite(s) and s > 0):
                 raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
-            return (np.asarray(im).astype(np.float64) * s).astype(np.float32)
+            with np.errstate(over="ignore"):
+                return np.asarray(im).astype(np.float64) * s  # float64: checked before the cast to float32
         raise InputError(f"{_name(path)}: depth images must have one channel (16-bit or float), this one is {mode}")
     finally:
         im.close()
@@ -531,18 +664,25 @@ def _read_npy(path: Path) -> np.ndarray:
         raise InputError(f"{_name(path)}: depth array must be 2-D (height, width), got shape {a.shape}")
     if a.dtype.kind not in "fui" or a.size == 0:
         raise InputError(f"{_name(path)}: depth array must be numeric and non-empty, got {a.dtype} {a.shape}")
-    return a.astype(np.float32)
+    return a  # its own type: the values are checked before the cast to float32 (prepare_depth)
 
 
 def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
-    """(invalid mask, description) for NaN/inf/zero/negative values, or None when all are valid."""
+    """(invalid mask, description) for NaN, infinite, zero, negative values and values outside
+    :data:`MIN_DEPTH`..:data:`MAX_DEPTH`, or None when all are valid. ``values`` may have any
+    numeric type (checked before any cast to float32, which would turn 1e300 into inf)."""
     a = np.asarray(values)
-    nan = np.isnan(a)
-    inf = np.isinf(a)
+    if a.dtype.kind in "fc":
+        nan = np.isnan(a)
+        inf = np.isinf(a)
+    else:
+        nan = inf = np.zeros(a.shape, bool)
     with np.errstate(invalid="ignore"):
         zero = a == 0
         neg = a < 0
-    bad = nan | inf | zero | neg
+        big = (a > MAX_DEPTH) & ~inf
+        small = (a > 0) & (a < MIN_DEPTH)
+    bad = nan | inf | zero | neg | big | small
     n = int(bad.sum())
     if n == 0:
         return None
@@ -550,7 +690,8 @@ def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
     cols = np.flatnonzero(bad.any(axis=0))
     fi = int(np.flatnonzero(bad.ravel())[0])
     fy, fx = divmod(fi, a.shape[1])
-    parts = [f"{k} {int(m.sum())}" for k, m in (("NaN", nan), ("infinite", inf), ("zero", zero), ("negative", neg)) if m.any()]
+    kinds = (("NaN", nan), ("infinite", inf), ("zero", zero), ("negative", neg), (f"over {MAX_DEPTH:g}", big), (f"under {MIN_DEPTH:g}", small))
+    parts = [f"{k} {int(m.sum())}" for k, m in kinds if m.any()]
     desc = (
         f"{n} invalid value{'s' if n != 1 else ''} of {a.size} ({', '.join(parts)}) in rows "
         f"{rows[0]}-{rows[-1]}, columns {cols[0]}-{cols[-1]}; first at x={fx}, y={fy}"
@@ -595,16 +736,17 @@ def load_depth(
     ext = path.suffix.lower()
     if ext == ".exr":
         a = _read_exr(path)
-        if scale is not None:
-            a = a * np.float32(scale)
     elif ext in (".png", ".tif", ".tiff"):
         a = _read_image_depth(path, scale)
+        scale = None  # applied
     elif ext == ".npy":
         a = _read_npy(path)
-        if scale is not None:
-            a = a * np.float32(scale)
     else:
         raise InputError(f"{_name(path)}: unsupported depth file type {ext or '(none)'} (use {', '.join(DEPTH_EXTENSIONS)})")
+    if scale is not None:  # in float32 (float64 for float64 data); a product beyond it is infinite, refused as such
+        ftype = np.float64 if a.dtype == np.float64 else np.float32
+        with np.errstate(over="ignore"):
+            a = a.astype(ftype, copy=False) * ftype(scale)
     return prepare_depth(a, size=size, kind=kind, repair=repair, source=_name(path), photo_size=photo_size)
 
 
@@ -626,16 +768,18 @@ def prepare_depth(
         raise InputError(f"{source}: depth must be a non-empty 2-D numeric array, got shape {a.shape}")
     if size is not None:
         check_depth_shape((a.shape[1], a.shape[0]), size, photo_size, source)
-    a = a.astype(np.float32, copy=True)
     what = "disparity" if kind == "disparity" else "depth"
-    bad = invalid_summary(a)
+    bad = invalid_summary(a)  # on the values as given: a cast first would make 1e300 infinite
     if bad is not None:
         mask, desc = bad
         if not repair:
-            raise InputError(f"{source}: {desc} ({what} must be finite and > 0); repair them to fill from the nearest valid pixel")
+            raise InputError(
+                f"{source}: {desc} ({what} must be a finite number from {MIN_DEPTH:g} to {MAX_DEPTH:g}); repair them to fill from the nearest valid pixel"
+            )
         if mask.all():
             raise InputError(f"{source}: no valid {what} value at all, nothing to repair from")
         a = fill_nearest(a, mask)
+    a = a.astype(np.float32, copy=True)  # every value is now in range: no overflow
     if kind == "disparity":
         with np.errstate(over="ignore"):
             a = (1.0 / a.astype(np.float64)).astype(np.float32)

@@ -1075,16 +1075,18 @@ class _Reader:
     def image(self, name: str, mode: str = "RGB", size: tuple[int, int] | None = None) -> np.ndarray:
         """Decode PNG entry ``name`` (``mode`` "RGB" or "mask"); ``size``: the (w, h) it must have,
         checked from its header before anything is decoded."""
-        import warnings
+        from PIL import Image, UnidentifiedImageError
 
-        from PIL import Image
+        from core.io import pillow_warnings_to_log
 
         data = self.read(name)
-        with warnings.catch_warnings():
-            # the size is checked against MAX_IMAGE_PIXELS below (Pillow's own limit is lower)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow's warnings (a damaged ancillary chunk, a palette's transparency as bytes) go to the
+        # log; its decompression-bomb warning is replaced by the MAX_IMAGE_PIXELS check below
+        with pillow_warnings_to_log(f"{self.path}: entry {name!r}"):
             try:
                 im = Image.open(io.BytesIO(data), formats=["PNG"])
+            except UnidentifiedImageError as exc:
+                raise self._err(name, "not a readable PNG image (damaged, or not a PNG at all)") from exc
             except Exception as exc:  # noqa: BLE001 - Pillow raises several types for bad data
                 raise self._err(name, f"not a readable PNG image ({_short(exc, 200)})") from exc
         conv = im
@@ -1094,12 +1096,17 @@ class _Reader:
                 raise self._err(name, f"image size {w}x{h} is not allowed")
             if size is not None and (w, h) != tuple(size):
                 raise self._err(name, f"image is {w}x{h}, the photo is {size[0]}x{size[1]}")
-            im.load()
-            del data
-            want = "L" if mode == "mask" else mode
-            if im.mode != want:
-                conv = im.convert(want)
-                im.close()
+            with pillow_warnings_to_log(f"{self.path}: entry {name!r}"):
+                im.load()
+                del data
+                want = "L" if mode == "mask" else mode
+                if im.mode == "P" and "transparency" in im.info:  # the palette's colours, not its alpha
+                    conv = im.convert("RGBA")
+                    im.close()
+                    im = conv
+                if im.mode != want:
+                    conv = im.convert(want)
+                    im.close()
             return _pixels(conv, mask=mode == "mask")
         except ProjectError:
             raise
@@ -1114,12 +1121,23 @@ class _Reader:
         try:
             a = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - ValueError, EOFError, OSError...
+            if "allow_pickle" in str(exc):  # numpy's text suggests loading it unsafely: never
+                raise self._err(
+                    name, "holds pickled Python objects, not a numeric array (refused: unpickling can run code); the file is damaged or hostile"
+                ) from exc
             raise self._err(name, f"not a readable .npy array ({_short(exc, 200)})") from exc
         if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiub":
             raise self._err(name, "not a numeric array")
         if shape is not None and a.shape != tuple(shape):
             raise self._err(name, f"has shape {a.shape}, expected {tuple(shape)}")
         return a
+
+
+def _float32(a: np.ndarray) -> np.ndarray:
+    """``a`` as float32; values beyond float32's range become infinite without a warning (a depth
+    of them is refused with one line where it is used, see :func:`core.geometry.lift.check_depth`)."""
+    with np.errstate(over="ignore"):
+        return a.astype(np.float32)
 
 
 def _pixels(im: Any, mask: bool) -> np.ndarray:
@@ -1368,16 +1386,16 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
     photo_entry = need(sc, "photo", str, "scene.")
     photo = image(photo_entry, "RGB", (w, h))
     depth_entry = need(sc, "depth", str, "scene.")
-    depth = r.array(depth_entry, (h, w)).astype(np.float32)
+    depth = _float32(r.array(depth_entry, (h, w)))
     original = None
     if sc.get("original"):
         original = image(need(sc, "original", str, "scene."), "RGB", None)
     alpha = None
     if sc.get("alpha"):
-        alpha = r.array(need(sc, "alpha", str, "scene."), (h, w)).astype(np.float32)
+        alpha = _float32(r.array(need(sc, "alpha", str, "scene."), (h, w)))
     bg = None
     if sc.get("background_depth"):
-        bg = r.array(need(sc, "background_depth", str, "scene."), (h, w)).astype(np.float32)
+        bg = _float32(r.array(need(sc, "background_depth", str, "scene."), (h, w)))
 
     objects = []
     for i, o in enumerate(need(sc, "objects", list, "scene.")):

@@ -65,7 +65,7 @@ def edit_transform(args, frame: str):
         raise InputError("--translate, --rotate-axis and --rotate-deg must be finite numbers")
     if not (np.isfinite(scale) and scale > 0):
         raise InputError(f"--scale must be a positive number, got {scale}")
-    if np.linalg.norm(axis) < 1e-12 and angle % 360.0 != 0.0:
+    if not np.any(axis) and angle % 360.0 != 0.0:  # any other axis is a direction, however long or short
         raise InputError("--rotate-axis must not be zero when --rotate-deg is not 0")
     if frame == "dh":
         t, axis = dh_to_cam(t), dh_to_cam(axis)

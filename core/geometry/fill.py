@@ -38,6 +38,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
 from core.errors import InputError
+from core.geometry.lift import check_depth
 
 _SCENE_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _COMPONENT_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -174,11 +175,11 @@ def background_depth(scene, dilate: int | None = None) -> np.ndarray:
     shape = depth.shape
     guide_depth = scene.background_depth
     if guide_depth is not None:
-        guide_depth = np.asarray(guide_depth, dtype=np.float32)
+        guide_depth = np.asarray(guide_depth)
         if guide_depth.shape != shape:
             raise InputError(f"background depth is {guide_depth.shape}, the image is {shape}: resize it to the photo")
-        if not np.all(np.isfinite(guide_depth) & (guide_depth > 0)):
-            raise InputError("background depth has NaN, infinite, zero or negative values: repair it before use")
+        check_depth(guide_depth, "background depth")  # in range before the cast: no overflow
+        guide_depth = guide_depth.astype(np.float32, copy=False)
     d = dilation_px(shape) if dilate is None else int(dilate)
     masks = [o.mask for o in scene.objects]
     depth_key = digest(depth)
@@ -189,8 +190,7 @@ def background_depth(scene, dilate: int | None = None) -> np.ndarray:
         _SCENE_CACHE.move_to_end(scene_key)
         return hit
 
-    if not np.all(np.isfinite(depth) & (depth > 0)):
-        raise InputError("depth has NaN, infinite, zero or negative values: repair it before filling the background")
+    check_depth(depth)
     region = fill_region(masks, shape, d)
     out = np.array(depth, dtype=np.float32, copy=True)
     if region.any():

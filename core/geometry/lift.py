@@ -42,13 +42,20 @@ class Lifted:
 
 
 def check_depth(depth: np.ndarray, what: str = "depth") -> None:
-    """Raise :class:`InputError` unless ``depth`` is finite and strictly positive everywhere."""
+    """Raise :class:`InputError` unless ``depth`` is finite and within :data:`core.io.MIN_DEPTH` ..
+    :data:`core.io.MAX_DEPTH` everywhere (beyond them float32 geometry overflows or vanishes)."""
+    from core.io import MAX_DEPTH, MIN_DEPTH
+
     d = np.asarray(depth)
-    bad = ~np.isfinite(d) | (d <= 0)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(d) | ~((d >= MIN_DEPTH) & (d <= MAX_DEPTH))
     n = int(np.count_nonzero(bad))
     if n:
         i, j = np.unravel_index(int(np.argmax(bad)), d.shape)
-        raise InputError(f"{what} has {n} invalid values (NaN, infinite, zero or negative), first at row {i}, column {j}: repair the depth map before warping")
+        raise InputError(
+            f"{what} has {n} invalid values (NaN, infinite, zero, negative, or outside {MIN_DEPTH:g} to {MAX_DEPTH:g}), first at row {i}, "
+            f"column {j} ({float(d[i, j]):g}): repair the depth map before warping"
+        )
 
 
 def object_index_map(scene) -> np.ndarray:

@@ -77,6 +77,9 @@ VISIBLE_TOLERANCE = 0.02
 FOOTPRINT_SLACK = 0.1
 #: largest splat window radius (pixels): closes cracks up to about 5x local magnification
 MAX_FOOTPRINT = 3
+#: a moved point farther than this (depth units, or pixels off the image, or per source pixel of
+#: footprint) is out of every view: dropped, so that the float32 arrays downstream never overflow
+FAR = 1e15
 #: a tangent longer than this many fronto-parallel pixel steps is a depth edge, not a surface
 MAX_SLOPE = 10.0
 
@@ -299,12 +302,16 @@ def _linear(a: np.ndarray, v: np.ndarray, b=None) -> tuple[np.ndarray, np.ndarra
 
 
 def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved:
-    a = transform.scale * transform.R
-    b = os_.pivot + transform.t - a @ os_.pivot
-    x, y, z = _linear(a, os_.points, b)
-    f = camera.focal
-    front = np.isfinite(z) & (z > near)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Any finite transform is allowed (a translation of 1e300, a scale of 1e-300): the maths runs
+    # in float64 without overflow warnings, and a point whose position, depth or footprint leaves
+    # FAR (inf included) is out of every view, so it is dropped like a point behind the camera;
+    # what stays fits the float32 arrays downstream.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        a = transform.scale * transform.R
+        b = os_.pivot + transform.t - a @ os_.pivot
+        x, y, z = _linear(a, os_.points, b)
+        f = camera.focal
+        front = np.isfinite(z) & (z > near) & (z < FAR)
         inv_z = np.where(front, 1.0 / z, np.nan)
         xn = x * inv_z
         yn = y * inv_z
@@ -318,7 +325,16 @@ def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved
 
         ju = tuple(image_derivative(t) for t in os_.du)
         jv = tuple(image_derivative(t) for t in os_.dv)
-    return _Moved(tx, ty, z, front, ju, jv)
+        ok = front & (np.abs(tx) < FAR) & (np.abs(ty) < FAR)
+        for c in (*ju, *jv):
+            for comp in c:
+                ok &= np.abs(comp) < FAR
+    if not ok.all():
+        gone = ~ok
+        tx, ty = np.where(gone, np.nan, tx), np.where(gone, np.nan, ty)
+        ju = tuple(tuple(np.where(gone, np.nan, comp) for comp in c) for c in ju)
+        jv = tuple(tuple(np.where(gone, np.nan, comp) for comp in c) for c in jv)
+    return _Moved(tx, ty, z, ok, ju, jv)
 
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))

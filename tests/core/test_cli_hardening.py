@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from core.cli import main as cli_main
 
@@ -116,3 +121,126 @@ def test_org_name_without_local_folder_stays_a_repo_id(empty_caches, capsys):
     assert cli_main(["models", "check", "someorg/somemodel"]) == 1
     err = capsys.readouterr().err
     assert "model 'someorg/somemodel' is not on disk; fetch it with" in err
+
+
+# ----------------------------------------------------------------------------- 5. no raw warnings on the terminal
+def _exr(path: Path, depth: np.ndarray) -> Path:
+    import OpenEXR
+
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, {"Y": OpenEXR.Channel(np.ascontiguousarray(depth))}) as f:
+        f.write(str(path))
+    return path
+
+
+def _dh_folder(folder: Path, depth: np.ndarray | None = None, w: int = 64, h: int = 64) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(folder / "input.png")
+    m = np.zeros((h, w), np.uint8)
+    m[h // 4 : h // 2, w // 4 : w // 2] = 255
+    Image.fromarray(m).save(folder / "mask.png")
+    _exr(folder / "depth.exr", np.full((h, w), 3.0, np.float32) if depth is None else depth)
+    return folder
+
+
+def run_cli(*argv, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The command line in a fresh process, as a user runs it (Python's default warning filters):
+    what reaches its stdout and stderr is what the terminal shows."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.pop("PYTHONWARNINGS", None)
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_quiet(r: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    """Exit ``code``; stderr empty (success) or one line of ours naming ``words``; nothing raw."""
+    err = r.stderr.strip()
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    if code == 0:
+        assert err == "", err
+    else:
+        assert len(err.splitlines()) == 1 and err.startswith("handles-studio: error: "), err
+    for raw in ("Warning", "warnings.warn", "EXR_ERR", "RuntimeWarning", "Traceback"):
+        assert raw not in r.stdout + r.stderr, r.stdout + r.stderr
+    for w in words:
+        assert w in err, err
+
+
+def test_pillow_warnings_on_odd_images_stay_off_the_terminal(tmp_path):
+    """A mask whose palette gives transparency as bytes and a photo with a corrupt EXIF block made
+    Pillow print UserWarnings (two lines each, with its source path); they go to the log now."""
+    folder = _dh_folder(tmp_path / "odd")
+    im = Image.new("P", (64, 64), 0)
+    im.putpalette([0, 0, 0] + [255, 255, 255] * 255)
+    im.paste(1, (16, 16, 40, 40))
+    im.save(folder / "mask.png", transparency=b"\x00\x80")
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\xff\xff"  # claims 5 tags, holds one
+    Image.open(folder / "input.png").save(folder / "input.png", exif=exif)
+    r = run_cli("import-scene", folder, "-o", tmp_path / "o.handles")
+    assert_quiet(r, 0)
+    from core.project import load_project
+
+    mask = load_project(tmp_path / "o.handles").scene.objects[0].mask
+    assert mask[17 * 8 : 39 * 8, 17 * 8 : 39 * 8].all() and not mask[: 15 * 8].any()  # the palette's gray, not its alpha
+
+
+def test_a_damaged_exr_is_one_line_not_openexrs_output(tmp_path):
+    """OpenEXR printed a 'Warning: Exception raised reading pixel data' line on stdout and an
+    EXR_ERR line on stderr (C level, past Python) before our error."""
+    folder = _dh_folder(tmp_path / "cut", np.random.default_rng(1).uniform(1, 5, (64, 64)).astype(np.float32))
+    data = (folder / "depth.exr").read_bytes()
+    (folder / "depth.exr").write_bytes(data[:-100])  # the last chunk cut short
+    r = run_cli("preview", folder, "--translate", "0.1", "0", "0", "-o", tmp_path / "p.png")
+    assert_quiet(r, 1, "depth.exr: damaged or unreadable EXR file", "scanline")
+    assert r.stdout == "" and not (tmp_path / "p.png").exists()
+
+
+def test_numpy_overflow_becomes_one_line_about_the_depth(tmp_path):
+    """Depth beyond float32 (a float64 .npy of 1e300 in a project, an EXR of 3e38) made NumPy warn
+    'overflow encountered in cast/reduce' from the geometry; it is an invalid depth now."""
+    import json
+    import zipfile
+
+    from core.project import Project, save_project
+    from core.sample import sample_scene
+
+    path = save_project(tmp_path / "s.handles", Project(scene=sample_scene(128, 64)))
+    with zipfile.ZipFile(path) as zf:
+        entries = [(i, zf.read(i)) for i in zf.infolist()]
+    buf = io.BytesIO()
+    np.save(buf, np.full((64, 128), 1e300))
+    with zipfile.ZipFile(tmp_path / "big.handles", "w") as out:
+        for info, data in entries:
+            out.writestr(info, buf.getvalue() if info.filename == json.loads(entries[-1][1])["scene"]["depth"] else data)
+    assert_quiet(run_cli("info", tmp_path / "big.handles"), 0)
+    r = run_cli("preview", tmp_path / "big.handles", "--object", "box", "--translate", "0.1", "0", "0", "-o", tmp_path / "p.png")
+    assert_quiet(r, 1, "depth has 8192 invalid values", "outside 1e-12 to 1e+12")
+    folder = _dh_folder(tmp_path / "huge", np.full((64, 64), 3e38, np.float32))
+    assert_quiet(run_cli("import-scene", folder, "-o", tmp_path / "h.handles"), 1, "depth.exr: 4096 invalid values", "over 1e+12 4096")
+
+
+def test_extreme_edits_preview_without_warnings(tmp_path):
+    """A rotation axis of 1e300 overflowed --rotate-axis's norm, a transforms.json translation of
+    1e300 and a scale of 1e300 overflowed the warp's float32 casts: finite edits are all fine now
+    (an object moved out of float range is simply out of view)."""
+    import json
+
+    folder = _dh_folder(tmp_path / "far")
+    (folder / "transforms.json").write_text(json.dumps({"far": {"translation": [1e300, 1e300, 1e300]}, "big": {"scale": 1e300}}))
+    for args in (["--variant", "far"], ["--variant", "big"], ["--rotate-axis", "1e300", "1e300", "0", "--rotate-deg", "30"]):
+        r = run_cli("preview", folder, *args, "-o", tmp_path / "p.png", "--depth-out", tmp_path / "d.exr")
+        assert_quiet(r, 0)
+
+
+def test_the_programs_own_warnings_are_one_line_and_librarys_go_to_the_log(capsys, caplog):
+    import warnings
+
+    from core import cli, settings
+
+    with cli._warnings_as_lines(debug=False):
+        warnings.warn_explicit("settings: /x/settings.json is damaged (Expecting value)\n; using defaults", UserWarning, settings.__file__, 170)
+        np.float32(3e38) * np.float32(10)  # NumPy's own RuntimeWarning
+    assert capsys.readouterr().err == "handles-studio: warning: settings: /x/settings.json is damaged (Expecting value) ; using defaults\n"
+    assert "overflow encountered" in caplog.text and "RuntimeWarning" in caplog.text
+    with cli._warnings_as_lines(debug=True):
+        np.float32(3e38) * np.float32(10)
+    assert "RuntimeWarning: overflow encountered" in capsys.readouterr().err
