@@ -69,19 +69,21 @@ def _short(v, n: int = 80) -> str:
     return t if len(t) <= n else t[: n - 3] + "..."
 
 
+def _real(x) -> bool:
+    """A JSON (or NumPy) real number: not a boolean, not a string."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
 def _vec(v, what: str, where: str) -> tuple[float, float, float]:
+    """Exactly three real numbers (a JSON list, or a NumPy vector), as finite floats; booleans,
+    strings, nested lists and the like are refused, not coerced."""
     a = None
-    if isinstance(v, (list, tuple)) and len(v) == 3 and all(type(x) in (int, float) for x in v):
+    if isinstance(v, np.ndarray) and v.shape == (3,) and v.dtype.kind in "fiu":
+        v = v.tolist()
+    if isinstance(v, (list, tuple)) and len(v) == 3 and all(_real(x) for x in v):
         try:  # the common case, without numpy (a file may hold 10 000 edits)
             a = (float(v[0]), float(v[1]), float(v[2]))
         except OverflowError:  # an integer too large for a float
-            a = None
-    else:
-        try:
-            arr = np.asarray(v, dtype=np.float64).reshape(-1)
-            if arr.shape == (3,):
-                a = (float(arr[0]), float(arr[1]), float(arr[2]))
-        except (TypeError, ValueError, OverflowError, RecursionError):
             a = None
     if a is None or not all(math.isfinite(x) for x in a):
         raise InputError(f"{where}: {what} must be 3 finite numbers, got {_short(v)}")
@@ -90,7 +92,7 @@ def _vec(v, what: str, where: str) -> tuple[float, float, float]:
 
 def _number(v) -> float | None:
     """``v`` as a finite float, or None (not a number, a boolean, infinite, or too large)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if not _real(v):
         return None
     try:
         f = float(v)
@@ -125,7 +127,7 @@ def transform_from_dh(d: dict, where: str = "transform") -> Transform3D:
     scale = _number(raw_scale)
     if scale is None or scale <= 0:
         raise InputError(f"{where}: scale must be a positive number, got {_short(raw_scale)}")
-    if math.hypot(*axis) < 1e-12 and abs(math.sin(math.radians(angle) / 2)) > 1e-12:
+    if axis == (0.0, 0.0, 0.0) and abs(math.sin(math.radians(angle) / 2)) > 1e-12:  # any other axis is a direction
         raise InputError(f"{where}: rotation_axis is zero but rotation_angle is {angle}")
     return Transform3D.from_axis_angle(_to_cam(axis), float(angle), translation=_to_cam(t), scale=float(scale))
 
@@ -251,10 +253,10 @@ def load_dh_scene(folder, long_side: int = 512, repair: bool = False):
     photo = cio.load_photo(folder / "input.png", long_side)
     w, h = photo.size
     W0, H0 = photo.original_size
-    depth = cio.load_depth(folder / "depth.exr", size=(w, h), repair=repair)
+    depth = cio.load_depth(folder / "depth.exr", size=(w, h), repair=repair, photo_size=(W0, H0))
     bg_depth = None
     if (folder / "bg_depth.exr").is_file():
-        bg_depth = cio.load_depth(folder / "bg_depth.exr", size=(w, h), repair=repair)
+        bg_depth = cio.load_depth(folder / "bg_depth.exr", size=(w, h), repair=repair, photo_size=(W0, H0))
 
     mask_full = _read_mask(folder / "mask.png")
     if mask_full.shape != (H0, W0):

@@ -827,8 +827,13 @@ def check_depth_shape(depth_size: tuple[int, int], size: tuple[int, int], photo_
         return  # a bad size is resize_depth's error
     ref = f"the {photo_size[0]}x{photo_size[1]} photo" if photo_size is not None else f"the {w}x{h} working size"
     if min(dw, dh) < MIN_DEPTH_SIDE:
+        if photo_size is not None and min(int(photo_size[0]), int(photo_size[1])) < MIN_DEPTH_SIDE:
+            raise InputError(
+                f"{source}: the photo is {photo_size[0]}x{photo_size[1]} pixels and its depth map {dw}x{dh}, too small to make the "
+                f"{w}x{h} working image from; give a photo and a depth map of at least {MIN_DEPTH_SIDE} pixels a side"
+            )
         raise InputError(
-            f"{source}: depth map is {dw}x{dh} pixels, too small to stretch over {ref} ; "
+            f"{source}: depth map is {dw}x{dh} pixels, too small to stretch over {ref}; "
             f"give a depth map of at least {MIN_DEPTH_SIDE} pixels a side, of the photo's aspect ratio"
         )
     lo, hi = _aspect_interval(dw, dh)

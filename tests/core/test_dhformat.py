@@ -294,6 +294,44 @@ def test_hostile_transforms_json(tmp_path, text, words):
         assert w in msg, msg
 
 
+def test_depth_is_checked_against_the_photos_aspect_not_only_the_working_size(tmp_path):
+    """A 960x540 photo works at 512x320 (aspect 1.6, the working size's bin holds 1.5 to 1.71); a
+    660x400 depth (1.65) has neither the photo's aspect (1.78) nor the working size's: it would be
+    stretched, and was accepted before the photo's size was passed to the loader."""
+    folder = make_dh_folder(tmp_path / "wide", w=960, h=540, bg=False)
+    write_exr(folder / "depth.exr", np.full((400, 660), 5.0, np.float32))
+    with pytest.raises(InputError) as e:
+        D.load_dh_scene(folder)
+    msg = str(e.value)
+    assert "depth.exr" in msg and "660x400" in msg and "the photo is 960x540" in msg and "\n" not in msg, msg
+    write_exr(folder / "depth.exr", np.full((270, 480), 5.0, np.float32))  # the photo's aspect, half size: resampled
+    assert D.load_dh_scene(folder).depth.shape == (320, 512)
+    write_exr(folder / "bg_depth.exr", np.full((400, 660), 5.0, np.float32))  # the background depth too
+    with pytest.raises(InputError, match="bg_depth.exr.*660x400.*the photo is 960x540"):
+        D.load_dh_scene(folder)
+
+
+@pytest.mark.parametrize("w, h", [(1, 1), (64, 1), (1, 64), (3, 200)])
+def test_a_photo_with_a_tiny_side_is_one_line_naming_the_photo(tmp_path, w, h):
+    folder = make_dh_folder(tmp_path / "tiny", w=w, h=h, bg=False, mask_values=np.full((h, w), 255, np.uint8))
+    with pytest.raises(InputError) as e:
+        D.load_dh_scene(folder)
+    msg = str(e.value)
+    assert f"the photo is {w}x{h} pixels and its depth map {w}x{h}" in msg and "at least 8 pixels a side" in msg and "\n" not in msg, msg
+
+
+def test_edit_vectors_are_numbers_not_strings_booleans_or_nested_lists():
+    for bad in (["1", "2", "3"], [True, False, True], [[1], [2], [3]], "1 2 3", {"x": 1, "y": 2, "z": 3}):
+        with pytest.raises(InputError, match="translation must be 3 finite numbers"):
+            D.transform_from_dh({"translation": bad})
+    with pytest.raises(InputError, match="rotation_angle must be a number"):
+        D.transform_from_dh({"rotation_angle": True})
+    t = D.transform_from_dh({"translation": np.array([1.0, 2.0, 3.0]), "rotation_axis": (0, np.float32(1), 0), "rotation_angle": np.int64(10)})
+    assert np.allclose(t.t, [-1.0, -2.0, 3.0])
+    tiny = D.transform_from_dh({"rotation_axis": [0.0, 1e-300, 0.0], "rotation_angle": 30})  # a direction, not zero
+    assert tiny.axis_angle()[1] == pytest.approx(30.0)
+
+
 def test_write_transforms_names_its_temporary_and_removes_dead_ones(tmp_path):
     from core.project import _writer_tag
 
