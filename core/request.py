@@ -77,6 +77,8 @@ class ModelChoice:
     #: where the model was found, in words ("sd2-community mirror", "legacy stabilityai snapshot",
     #: "bundled", "folder", ...; "" when missing)
     where: str = ""
+    #: the catalog name of what is missing when the model itself is on disk (its ControlNet)
+    missing_part: str = ""
 
     @property
     def found(self) -> bool:
@@ -142,8 +144,9 @@ def find_model(name: str, extra_dirs: Iterable[str] = ()) -> ModelChoice:
     if not turbo:  # a folder of a known backend: the catalog's turbo LoRA for that backend
         turbo = next((e.turbo_lora for e in store.catalog() if e.role == "renderer" and e.backend == backend and e.turbo_lora), "") or ""
 
-    def made(path: Path | None, error: str = "", fetch: str = "", controlnet: str = "", controlnet_path: Path | None = None) -> ModelChoice:
-        return ModelChoice(name, path, error, fetch, world_only, native, backend, controlnet, controlnet_path, turbo, found.label(entry) if path else "")
+    def made(path: Path | None, error: str = "", fetch: str = "", controlnet: str = "", controlnet_path: Path | None = None, part: str = "") -> ModelChoice:
+        where = found.label(entry) if path else ""
+        return ModelChoice(name, path, error, fetch, world_only, native, backend, controlnet, controlnet_path, turbo, where, part)
 
     if backend not in _CONTROLNET_BACKENDS or store.has_own_controlnet(path):
         return made(path)
@@ -153,7 +156,7 @@ def find_model(name: str, extra_dirs: Iterable[str] = ()) -> ModelChoice:
     if not cn.present:
         cmd = cn.entry.fetch_command
         what = "not on disk" if cn.state == "missing" else f"which is incomplete ({cn.problem})"
-        return made(None, f"model '{name}' needs its depth ControlNet '{cn.entry.name}', {what}; fetch it with: {cmd}", cmd)
+        return made(None, f"model '{name}' needs its depth ControlNet '{cn.entry.name}', {what}; fetch it with: {cmd}", cmd, part=cn.entry.name)
     return made(path, controlnet=cn.entry.name, controlnet_path=cn.path)
 
 

@@ -1,4 +1,5 @@
-"""The models dialog (catalog: present or missing, size, path, fetch command) and the settings
+"""The models dialog (catalog: present or missing, size, licence, where found or the fetch
+command; a renderer with its backend and ControlNet), the model picker's rows and the settings
 dialog (device, precision, working resolution, default steps, auto-render, preview frequency,
 cache memory, extra model folders)."""
 
@@ -29,38 +30,90 @@ from PySide6.QtWidgets import (
 
 from core.settings import DEVICES, PRECISIONS, PRESETS, Settings
 
-ROLE_LABELS = {"renderer": "Renderer", "depth": "Depth", "segmenter": "Segmentation"}
+ROLE_LABELS = {"renderer": "Renderer", "depth": "Depth", "segmenter": "Segmentation", "controlnet": "ControlNet", "lora": "LoRA"}
+BACKEND_LABELS = {"sd2-depth": "SD2-depth", "sd15-controlnet": "SD 1.5 + depth ControlNet", "sdxl-controlnet": "SDXL + depth ControlNet"}
+#: a renderer's state in the picker and the dialog
+STATE_WORDS = {"present": "on disk", "missing": "missing", "incomplete": "incomplete", "needs ControlNet": "needs ControlNet"}
+
+
+def _short_licence(text: str) -> str:
+    return text.split(" (")[0]
 
 
 def model_rows(extra_dirs=()) -> list[dict]:
-    """One dict per catalog model: name, role, state, size text, path, fetch command, problem."""
+    """One dict per catalog model: name, role, state, size text, licence, path, where it was found,
+    fetch command, problem; a renderer's state and fetch command include its ControlNet."""
     from core.ml import store
 
+    extra = list(extra_dirs)
+    renderers = {r.entry.name: r for r in store.renderer_statuses(extra)}
     rows = []
-    for st in store.list_models(extra_dirs):
+    for st in store.list_models(extra):
         e = st.entry
         size = store.format_size(st.size_on_disk) if st.size_on_disk else f"~{e.size_text}"
+        r = renderers.get(e.name)
+        state, fetch, problem = st.state, e.fetch_command, st.problem or ""
+        if r is not None and r.model.present and not r.ready and r.controlnet is not None:
+            state, fetch = r.state, r.fetch_command
+            problem = f"needs its depth ControlNet {r.controlnet.entry.name}: {r.controlnet.problem or 'missing'}"
+        elif r is not None and not st.present and r.fetch_command:
+            fetch = r.fetch_command  # the model and its ControlNet in one line
         rows.append(
             {
                 "name": e.name,
                 "role": e.role,
                 "repo": e.repo,
-                "state": st.state,
+                "state": state,
                 "size": size,
                 "path": str(st.path) if st.path else "",
-                "fetch_command": e.fetch_command,
-                "problem": st.problem or "",
+                "where": st.where,
+                "fetch_command": fetch,
+                "problem": problem,
                 "description": e.description,
-                "licence": e.licence,
+                "licence": r.licence if r is not None else e.licence,
+                "backend": e.backend or e.base_backend or "",
             }
         )
     return rows
 
 
+def renderer_items(extra_dirs=()) -> list[dict]:
+    """The model picker's rows, one per catalog renderer: ``name``, ``label`` (name, state, download
+    size with its ControlNet, licence), ``tooltip``, ``state``, ``backend``, ``fetch_command``."""
+    from core.ml import store
+
+    items = []
+    for r in store.renderer_statuses(extra_dirs):
+        e = r.entry
+        state = "bundled, world scenes only" if e.world_only and r.ready else STATE_WORDS.get(r.state, r.state)
+        size = store.format_size(r.size_bytes)
+        backend = BACKEND_LABELS.get(e.backend or "", e.backend or "")
+        parts = [e.description, f"Backend: {backend}" + (f", {e.resolution} px" if e.resolution else ""), f"Licence: {r.licence}"]
+        if r.controlnet is not None:
+            cn = r.controlnet.entry
+            parts.append(f"ControlNet: {cn.name} ({cn.repo}, about {cn.size_text}): {STATE_WORDS.get(r.controlnet.state, r.controlnet.state)}")
+        if r.loras:
+            parts.append("Few-step LoRAs: " + ", ".join(f"{lo.entry.name}{' (turbo)' if lo.entry.name == e.turbo_lora else ''}: {lo.state}" for lo in r.loras))
+        parts.append(f"Found: {r.model.path} ({r.model.where})" if r.model.present else f"Fetch: {r.fetch_command}")
+        if r.model.present and r.fetch_command:
+            parts.append(f"Fetch: {r.fetch_command}")
+        items.append(
+            {
+                "name": e.name,
+                "label": f"{e.name} \u00b7 {state} \u00b7 {size} \u00b7 {_short_licence(r.licence)}",
+                "tooltip": "\n".join(parts),
+                "state": r.state,
+                "backend": e.backend or "",
+                "fetch_command": r.fetch_command,
+            }
+        )
+    return items
+
+
 class ModelsDialog(QDialog):
     """The model catalog with install status; copy the fetch command of a missing model."""
 
-    COLUMNS = ("Model", "Role", "Status", "Size", "Location / command to fetch")
+    COLUMNS = ("Model", "Role", "Status", "Size", "Licence", "Location / command to fetch")
 
     def __init__(self, extra_dirs=(), parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,9 +129,10 @@ class ModelsDialog(QDialog):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setWordWrap(False)
         hh = self.table.horizontalHeader()
-        for i in range(4):
+        last = len(self.COLUMNS) - 1
+        for i in range(last):
             hh.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(last, QHeaderView.ResizeMode.Stretch)
         self.note = QLabel(
             "Nothing is downloaded while you work. Fetch a missing model with its command (it fills the "
             "Hugging Face cache), or copy a model folder anywhere and add it under Settings \u2192 extra model folders."
@@ -112,11 +166,19 @@ class ModelsDialog(QDialog):
         self.table.setRowCount(len(self.rows))
         for r, row in enumerate(self.rows):
             present = row["state"] == "present"
-            where = row["path"] if present else (row["problem"] if row["state"] == "incomplete" else row["fetch_command"])
-            items = [row["name"], ROLE_LABELS.get(row["role"], row["role"]), row["state"], row["size"], where]
+            if present:
+                where = f"{row['path']}  ({row['where']})" if row["where"] else row["path"]
+            else:
+                where = row["problem"] if row["state"] == "incomplete" else row["fetch_command"]
+            role = ROLE_LABELS.get(row["role"], row["role"])
+            if row["backend"]:
+                role += f" ({BACKEND_LABELS.get(row['backend'], row['backend'])})" if row["role"] == "renderer" else f" (for {row['backend']})"
+            items = [row["name"], role, row["state"], row["size"], _short_licence(row["licence"]), where]
             for c, text in enumerate(items):
                 it = QTableWidgetItem(text)
                 tip = f"{row['repo']} \u00b7 {row['licence']}\n{row['description']}"
+                if row["problem"] and row["state"] != "incomplete":
+                    tip += f"\n{row['problem']}"
                 if not present:
                     tip += f"\n\nFetch: {row['fetch_command']}"
                 it.setToolTip(tip)

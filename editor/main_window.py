@@ -283,6 +283,7 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
         rp.cancelRequested.connect(self.cancel_render)
         rp.promptEdited.connect(lambda old, new: self._push(PromptCommand(self.model, old, new)))
         rp.settingEdited.connect(self._on_setting_edited)
+        self.model.renderSettingChanged.connect(self._on_render_setting_changed)  # edits, undo, restore: the model status follows
         rp.autoRenderToggled.connect(self._set_auto_render)
         hp = self.history_panel
         hp.showRequested.connect(self.show_render)

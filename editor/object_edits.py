@@ -105,8 +105,6 @@ class ObjectEditsMixin:
             self.undo_stack.endMacro()
         else:
             self._push(SettingCommand(self.model, key, old, new))
-        if key == "model":
-            self._check_models()
 
     def _on_mask_edited(self, obj_id, mask, mode: str, label: str) -> None:
         mask = np.asarray(mask, dtype=bool)

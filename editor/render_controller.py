@@ -3,7 +3,8 @@ the render history's show / restore / compare. Changes here when the render flow
 
 The request is built by :func:`core.request.resolve_request` (the same function the CLI uses);
 the model is resolved once per model or folder change (:meth:`RenderMixin._check_models`), not
-per drag, and the request carries it to the worker.
+per drag, and the request carries it to the worker. A missing ControlNet, or the turbo preset's
+missing LoRA, is said in the render panel with its fetch command, as a missing model is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import traceback
 from PySide6.QtCore import QTimer
 
 from core.jobs import GEOMETRIC, Cancelled, Error, Finished, Preview, Progress, Queued, RenderRequest
-from core.request import ModelChoice, chosen_model, default_model, find_model, resolve_request
+from core.request import TURBO, LoraChoice, ModelChoice, chosen_model, default_model, find_lora, find_model, resolve_request
 from core.scene import SceneObject
 from core.transform import Transform3D
 from core.world import is_world_scene
@@ -48,9 +49,29 @@ class RenderMixin:
             self._model_choice = cached
         return cached[1]
 
-    def _check_models(self) -> None:
-        """Say in the render panel which renderer Render will use (and what to fetch if none)."""
-        self._model_choice = None  # a model or folder change: resolve again
+    def _refresh_model_picker(self) -> None:
+        """Every renderer in the picker with its state, size and licence (after a folder change)."""
+        try:
+            from editor.dialogs import renderer_items
+
+            self.render_panel.set_models(renderer_items(self.settings.model_folders))
+        except Exception as exc:  # noqa: BLE001 - a broken catalog leaves the plain names
+            self.render_panel.model_combo.setToolTip(f"The model catalog cannot be read: {one_line(exc)}")
+
+    def _on_render_setting_changed(self, key: str, _value) -> None:
+        """A model or preset change (an edit, an undo, a restored render) says again what renders."""
+        if key == "model":
+            self._check_models()
+        elif key == "preset":
+            self._check_models(rescan=False)
+
+    def _check_models(self, rescan: bool = True) -> None:
+        """Say in the render panel which renderer Render will use (and what to fetch if none).
+        ``rescan``: resolve the model again and refresh the picker (a model or folder change; a
+        preset change keeps the resolved model)."""
+        if rescan:
+            self._model_choice = None
+            self._refresh_model_picker()
         model = self._model_name()
         if self._custom_renderer:
             self._diffusion_ready = True
@@ -59,6 +80,7 @@ class RenderMixin:
             return
         if model == GEOMETRIC:
             self._diffusion_ready = False
+            self.render_panel.set_backend("", None)
             self.render_panel.set_model_status("Render gives the instant geometric preview (no model).")
             self.status_renderer.setText("renderer: geometric")
             return
@@ -70,10 +92,17 @@ class RenderMixin:
             self.status_renderer.setText("renderer: geometric")
             return
         assert choice is not None
+        self.render_panel.set_backend(choice.backend, choice.native_resolution, choice.turbo_lora)
         if not choice.found:
             self._diffusion_ready = False
-            self._show_missing_model(model, choice.error, choice.fetch_command, "Render shows the geometric preview")
-            self.status_renderer.setText("renderer: geometric (no diffusion model)")
+            self._show_missing_model(model, choice.error, choice.fetch_command, "Render shows the geometric preview", part=choice.missing_part)
+            self.status_renderer.setText("renderer: geometric (no ControlNet)" if choice.missing_part else "renderer: geometric (no diffusion model)")
+            return
+        lora = self._missing_turbo_lora(choice)
+        if lora is not None:
+            self._diffusion_ready = False
+            self._show_missing_model(model, lora.error, lora.fetch_command, "Render shows the geometric preview", part=lora.name, kind="the LoRA")
+            self.status_renderer.setText("renderer: geometric (no LoRA)")
             return
         self._diffusion_ready = True
         if choice.world_only and not is_world_scene(self.scene):
@@ -84,16 +113,29 @@ class RenderMixin:
             )
             self.status_renderer.setText(f"renderer: {model} (world scenes only)")
             return
-        self.render_panel.set_model_status(f"{model}: {choice.path}")
+        where = f" ({choice.where})" if choice.where else ""
+        extra = f" with {choice.controlnet}" if choice.controlnet else ""
+        self.render_panel.set_model_status(f"{model}{extra}: {choice.path}{where}")
         self.status_renderer.setText(f"renderer: {model} \u00b7 {self.settings.device}")
 
-    def _show_missing_model(self, model: str, error: str, fetch: str, what: str) -> None:
+    def _missing_turbo_lora(self, choice: ModelChoice) -> LoraChoice | None:
+        """The turbo preset's LoRA when the document renders with it and it is not on disk, else None."""
+        rs = self.doc.render_settings
+        if str(rs.get("preset") or "") != TURBO or rs.get("lora") or not choice.turbo_lora:
+            return None
+        lc = find_lora(choice.turbo_lora, choice, self.settings.model_folders, f"the turbo preset of '{choice.name}'")
+        return None if lc.found else lc
+
+    def _show_missing_model(self, model: str, error: str, fetch: str, what: str, part: str = "", kind: str = "its depth ControlNet") -> None:
+        """Say what is missing and copy-ready how to fetch it: the model, or the ``part`` it needs
+        (``kind``: its depth ControlNet, the LoRA)."""
         self._model_message = error
-        self.render_panel.set_model_status(
-            f"No diffusion model on disk: {what}. Fetch {model} to render with Diffusion Handles" + ("." if fetch else f": {error}"),
-            fetch,
-            ok=False,
-        )
+        if part:
+            state = "not on disk" if fetch else error
+            text = f"{model} needs {kind} {part} ({state}): {what}. Fetch {part} to render with Diffusion Handles."
+        else:
+            text = f"No diffusion model on disk: {what}. Fetch {model} to render with Diffusion Handles" + ("." if fetch else f": {error}")
+        self.render_panel.set_model_status(text, fetch, ok=False)
 
     def _auto_render_possible(self) -> bool:
         return self._diffusion_ready and self._model_name() != GEOMETRIC
@@ -189,7 +231,14 @@ class RenderMixin:
         else:  # the user moved on while it rendered: keep the live preview, the render is in History
             self.statusBar().showMessage(f"Render #{len(self.doc.renders)} finished for an earlier state: see History", 6000)
         if ev.request.missing:
-            self._show_missing_model(ev.request.model, ev.request.missing, ev.request.fetch_command, "this render is the geometric preview")
+            req = ev.request
+            current = getattr(self, "_model_choice", None)
+            if req.lora:  # a geometric request with a LoRA: the LoRA is what is missing
+                part, kind = req.lora, "the LoRA"
+            else:
+                choice = current[1] if current is not None and current[1].name == req.model else None
+                part, kind = (choice.missing_part if choice is not None else ""), "its depth ControlNet"
+            self._show_missing_model(req.model, req.missing, req.fetch_command, "this render is the geometric preview", part=part, kind=kind)
         self.clear_banner("render")
         self.renderFinished.emit(rec)
 

@@ -1,6 +1,11 @@
 """The render panel: prompt, model, quality preset, steps, seed, preservation, Render / Cancel,
 progress (stage, step, time left) and the latest step preview.
 
+The model picker lists every catalog renderer with its state, download size and licence
+(:meth:`RenderPanel.set_models`); the presets and the render size follow the chosen model's
+backend (:meth:`RenderPanel.set_backend`: the turbo preset names the model's few-step LoRA, SDXL
+has no 256 px draft, the size is the catalog's resolution: 512 px for SD 1.5, 1024 px for SDXL).
+
 The settings scroll when the panel is short (a 1366x768 laptop): the panel never makes the window
 taller than the screen, and the model status with its "Copy fetch command" button stays in view
 below them.
@@ -41,9 +46,23 @@ PRESET_LABELS = {
     "default": "Default",
     "fast": "Fast (no guidance)",
     "draft": "Draft (256 px, CPU)",
+    "turbo": "Turbo (8 steps)",
 }
 #: steps each preset uses by default (core.ml.handles.presets.PRESETS)
-PRESET_STEPS = {"reference": 50, "default": 25, "fast": 25, "draft": 20}
+PRESET_STEPS = {"reference": 50, "default": 25, "fast": 25, "draft": 20, "turbo": 8}
+#: backends whose models cannot render at the draft preset's 256 px (SDXL is made for 1024 px)
+NO_DRAFT_BACKENDS = ("sdxl-controlnet",)
+
+
+def engine_presets() -> dict:
+    """The engine's presets (core.ml.handles.presets.PRESETS: pure Python, no torch); {} if unreadable."""
+    try:
+        from core.ml.handles.presets import PRESETS
+    except Exception:  # noqa: BLE001 - a broken engine module must not stop the window
+        return {}
+    return dict(PRESETS)
+
+
 STAGE_LABELS = {
     "loading": "Loading model",
     "depth": "Estimating depth",
@@ -164,12 +183,24 @@ class RenderPanel(QWidget):
         self.model_combo.addItem("Geometric preview (no model)", GEOMETRIC)
         self.model_combo.currentIndexChanged.connect(lambda _i: self._setting("model", self.model_combo.currentData()))
 
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(18)  # long labels do not widen the panel; the list shows them whole
+        self._backend: str = ""
+        self._native: int | None = None
+        self._turbo_lora = ""
+
         self.preset_combo = QComboBox()
         self.preset_combo.setObjectName("presetCombo")
+        known = engine_presets()
         for key, label in PRESET_LABELS.items():
-            self.preset_combo.addItem(label, key)
+            if key != "turbo" or not known or key in known:  # turbo only where the engine has it
+                self.preset_combo.addItem(label, key)
         self.preset_combo.setToolTip("Quality preset: reference = the paper's method; fast and draft trade quality for speed")
         self.preset_combo.currentIndexChanged.connect(lambda _i: self._setting("preset", self.preset_combo.currentData()))
+
+        self.render_size = QLabel()
+        self.render_size.setObjectName("renderSize")
+        self.render_size.setToolTip("Long side of the render: the model's own resolution when the catalog gives one, else the photo's working size")
 
         self.steps = QSpinBox()
         self.steps.setObjectName("steps")
@@ -257,6 +288,7 @@ class RenderPanel(QWidget):
         form.setVerticalSpacing(6)
         form.addRow("Model", self.model_combo)
         form.addRow("Quality", self.preset_combo)
+        form.addRow("Size", self.render_size)
         form.addRow("Steps", steps_row)
         form.addRow("Keep object", fg_row)
         form.addRow("Keep background", bg_row)
@@ -335,6 +367,61 @@ class RenderPanel(QWidget):
         geometric = rs.get("model") == GEOMETRIC
         for w in (self.preset_combo, self.steps, self.seed, self.dice, self.fg, self.bg):
             w.setEnabled(not geometric)
+        self._show_render_size()
+
+    # ----- the chosen model's backend -----
+    def set_models(self, items: list[dict]) -> None:
+        """Show each renderer's state, size and licence in the picker (``items``: dicts with
+        ``name``, ``label``, ``tooltip``, as :func:`editor.dialogs.renderer_items` makes them)."""
+        with QSignalBlocker(self.model_combo):
+            for item in items:
+                i = self.model_combo.findData(item["name"])
+                if i < 0:
+                    i = max(0, self.model_combo.findData(GEOMETRIC))
+                    self.model_combo.insertItem(i, item["label"], item["name"])
+                self.model_combo.setItemText(i, item["label"])
+                self.model_combo.setItemData(i, item.get("tooltip", ""), Qt.ItemDataRole.ToolTipRole)
+        view = self.model_combo.view()
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 24)
+
+    def set_backend(self, backend: str, native: int | None, turbo_lora: str = "") -> None:
+        """Adapt the presets and the render size to the chosen model: ``backend`` ("" for the
+        geometric preview), its catalog resolution ``native`` and the LoRA its turbo preset uses."""
+        self._backend, self._native, self._turbo_lora = backend, native, turbo_lora
+        i = self.preset_combo.findData("turbo")
+        if i >= 0:
+            self.preset_combo.setItemText(i, f"Turbo (8 steps, {turbo_lora})" if turbo_lora else PRESET_LABELS["turbo"])
+            tip = f"At most 8 steps on trailing timesteps with the few-step LoRA {turbo_lora}" if turbo_lora else "At most 8 plain DDIM steps"
+            self.preset_combo.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+        i = self.preset_combo.findData("draft")
+        item = self.preset_combo.model().item(i) if i >= 0 and hasattr(self.preset_combo.model(), "item") else None
+        if item is not None:
+            item.setEnabled(backend not in NO_DRAFT_BACKENDS)
+            item.setToolTip("SDXL renders poorly at 256 px: use turbo for speed" if backend in NO_DRAFT_BACKENDS else "")
+        self._show_render_size()
+
+    def render_size_px(self) -> int:
+        """The long side the current model and preset render at (core.request.render_resolution)."""
+        from core.request import render_resolution
+
+        rs = self.model.doc.render_settings
+        size = self.model.scene.size
+        if rs.get("model") == GEOMETRIC or not self._backend:
+            return int(max(size))
+        p = engine_presets().get(str(rs.get("preset", "default")))
+        return render_resolution(int(getattr(p, "max_resolution", 0) or 0), self._native, size)
+
+    def _show_render_size(self) -> None:
+        px = self.render_size_px()
+        if not self._backend or self.model.doc.render_settings.get("model") == GEOMETRIC:
+            why = "the photo's working size"
+        elif self._native and px == self._native:
+            why = "the model's own"
+        elif self._native or px < max(self.model.scene.size):
+            why = "the preset's limit"
+        else:
+            why = "the photo's working size"
+        self.render_size.setText(f"{px} px ({why})")
 
     # ----- view -> requests -----
     def _setting(self, key: str, value) -> None:

