@@ -72,6 +72,10 @@ OFF_PHOTO_COVERAGE = 1.4
 INTERACTIVE_POINTS = 64_000
 #: the full cloud is drawn again this long (ms) after the last interaction
 REST_MS = 150
+#: the depth buffer's clear value: just short of the far plane (depth 1), where the vertex shader
+#: puts points off the view; every point inside the clip range stays nearer (the far plane is at
+#: least 5 % beyond the scene and at most 10^4 times the near one: 1 - depth >= 5e-6)
+CLEAR_DEPTH = 1.0 - 2e-6
 
 _VERTEX_SRC = """
 attribute vec3 a_pos;
@@ -82,11 +86,28 @@ uniform float u_size_k;     // auto size: pixels per (source depth / clip w); 0 
 uniform float u_size_fixed; // fixed size in device pixels
 uniform vec4 u_tint;
 uniform vec4 u_flag_color;
+uniform vec2 u_viewport;    // viewport size in device pixels
+uniform float u_cull;       // 1: cloud points, culled here (see below); 0: the overlay's lines and triangles
 varying vec4 v_color;
 void main() {
-    gl_Position = u_mvp * vec4(a_pos, 1.0);
-    float s = u_size_k > 0.0 ? ceil(u_size_k * a_pos.z / max(gl_Position.w, 1e-6) - 0.02) : u_size_fixed;
-    gl_PointSize = clamp(s, 1.0, %(max_size).1f);
+    vec4 p = u_mvp * vec4(a_pos, 1.0);
+    float s = u_size_k > 0.0 ? ceil(u_size_k * a_pos.z / max(p.w, 1e-6) - 0.02) : u_size_fixed;
+    s = clamp(s, 1.0, %(max_size).1f);
+    if (u_cull > 0.0) {
+        // software GL (llvmpipe) sends a whole batch of points down a slow path when one of them
+        // needs clipping (a third of a frame's time in an orbited view): leave it nothing to clip.
+        // A point wholly off the view goes onto the far plane at the view's edge, where the depth
+        // test (against a clear depth just short of it) drops it; one straddling the edge moves
+        // onto the edge (its visible part shifts by at most half its size).
+        vec2 reach = p.w * (1.0 + s / u_viewport);
+        if (p.w <= 0.0 || abs(p.z) > p.w || any(greaterThan(abs(p.xy), reach))) {
+            p = vec4(p.w > 0.0 ? clamp(p.xy / p.w, -1.0, 1.0) : vec2(0.0), 1.0, 1.0);
+        } else {
+            p.xy = clamp(p.xy, -p.w, p.w);
+        }
+    }
+    gl_Position = p;
+    gl_PointSize = s;
     vec3 c = mix(a_color.rgb, u_tint.rgb, u_tint.a);
     c = mix(c, u_flag_color.rgb, a_flag * u_flag_color.a);
     v_color = vec4(c, a_color.a);
@@ -133,6 +154,9 @@ class PointCloudView(QOpenGLWidget):
 
     #: the OpenGL view (see viewport.protocol.CloudView)
     uses_gl = True
+    #: drop points off the view in the vertex shader (see _VERTEX_SRC) rather than leave them to
+    #: GL's clipper, which is a third slower on software GL (False: the tests' reference)
+    cull_in_shader = True
 
     #: (object id, Transform3D) on every mouse move of a drag
     transformPreview = Signal(str, object)
@@ -479,7 +503,7 @@ class PointCloudView(QOpenGLWidget):
             if not prog.link():
                 raise RuntimeError("shader link: " + prog.log())
             self._program = prog
-            self._u = {n: prog.uniformLocation(n) for n in ("u_mvp", "u_size_k", "u_size_fixed", "u_tint", "u_flag_color")}
+            self._u = {n: prog.uniformLocation(n) for n in ("u_mvp", "u_size_k", "u_size_fixed", "u_tint", "u_flag_color", "u_viewport", "u_cull")}
             self._vbo = QOpenGLBuffer(QOpenGLBuffer.Type.VertexBuffer)
             self._vbo.create()
             self._vbo.setUsagePattern(QOpenGLBuffer.UsagePattern.StaticDraw)
@@ -608,6 +632,7 @@ class PointCloudView(QOpenGLWidget):
         t0 = time.perf_counter()
         f = self.context().functions()
         f.glClearColor(*BACKGROUND_RGB, 1.0)
+        f.glClearDepthf(CLEAR_DEPTH)
         f.glClear(GL_COLOR_BUFFER_BIT | GL_DEPTH_BUFFER_BIT)
         if not self._gl_ready or self._scene is None or self._cloud is None:
             return
@@ -629,6 +654,8 @@ class PointCloudView(QOpenGLWidget):
         if not self._at_photo_pose():
             k_auto *= OFF_PHOTO_COVERAGE  # surfaces seen at an angle: slightly fatter points close gaps
         prog.setUniformValue(self._u["u_flag_color"], QVector4D(*HOLE_RGBA))
+        prog.setUniformValue(self._u["u_viewport"], float(max(1.0, self.width() * dpr)), float(max(1.0, self.height() * dpr)))
+        prog.setUniformValue1f(self._u["u_cull"], 1.0 if self.cull_in_shader else 0.0)
         if self._vao.isCreated():
             self._vao.bind()
         else:
@@ -714,6 +741,7 @@ class PointCloudView(QOpenGLWidget):
         self._bind_gizmo_attributes()
         prog.setUniformValue(self._u["u_mvp"], _qmatrix(vp))
         prog.setUniformValue1f(self._u["u_size_k"], 0.0)
+        prog.setUniformValue1f(self._u["u_cull"], 0.0)  # lines and triangles: the clipper's job
         prog.setUniformValue(self._u["u_tint"], QVector4D(0.0, 0.0, 0.0, 0.0))
         f.glDisable(GL_DEPTH_TEST)
         f.glEnable(GL_BLEND)

@@ -636,3 +636,26 @@ def test_a_level_of_detail_frame_costs_much_less_than_a_full_one(view):
         lod.append(draw(True))
     view._interacting = False
     assert np.median(lod) < 0.75 * np.median(full), f"level of detail {np.median(lod) * 1e3:.1f} ms vs full {np.median(full) * 1e3:.1f} ms"
+
+
+def test_points_off_the_view_are_dropped_as_the_clipper_would(view, scene):
+    """The vertex shader moves points off the view onto the far plane (software GL's clipper is
+    slow): the picture must be the clipper's, up to points straddling the border."""
+    view.camera.orbit(120, 40)
+    view.camera.zoom(0.6)  # closer: much of the cloud is off the view
+    cam = view.camera
+    ndc = np.c_[view.cloud().vertices["pos"], np.ones(view.cloud().count)] @ cam.view_projection().T
+    off = (ndc[:, 3] <= 0) | np.any(np.abs(ndc[:, :2]) > ndc[:, 3:4], axis=1)
+    assert off.mean() > 0.2, "the test needs points off the view"
+    culled = to_array(view.grabFramebuffer())
+    view.cull_in_shader = False
+    clipped = to_array(view.grabFramebuffer())
+    view.cull_in_shader = True
+    differ = np.abs(culled - clipped).max(axis=2) > 0
+    assert not differ[12:-12, 12:-12].any(), "points off the view show up, or visible ones vanish"
+    assert differ.mean() < 0.01
+    assert np.any(np.abs(culled - CLEAR) > 2, axis=2).mean() > 0.5
+    # the whole cloud off the view: nothing drawn at all (none of the dropped points leaks)
+    view.camera.pan(-4 * W, 0)
+    empty = to_array(view.grabFramebuffer())
+    assert np.all(np.abs(empty - CLEAR) <= 2)
