@@ -13,10 +13,11 @@ fastest order for software GL) and in the stratified level-of-detail order of
 :mod:`viewport.cloud`. While the camera or a gizmo moves, each group draws only its points of the
 lowest dither ranks from the second copy (a complete lattice: every second photo pixel, or every
 fourth, ...), at most :attr:`PointCloudView.interactive_points` in all, with points widened to
-cover the same surface;
-at the release of the button (or a cancel), or :data:`REST_MS` after the last mouse move or wheel
-step, the full cloud is drawn again, so the picture at rest is always the full-resolution one. A new hole mask rewrites only the
-background's flags, from buffers allocated once per cloud; a transform is a uniform.
+cover the same surface; at the release of the button (or a cancel), or :data:`REST_MS` after the
+last mouse move or wheel step, the full cloud is drawn again, so the picture at rest is always the
+full-resolution one. A new hole mask rewrites only the background's flags, from buffers allocated
+once per cloud; a transform is a uniform. Points off the view are dropped in the vertex shader
+(software GL's clipper is slow for points).
 
 Frames: world = the photo's camera frame (+X right, +Y down, +Z forward, depth units).
 
