@@ -677,11 +677,12 @@ def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
         inf = np.isinf(a)
     else:
         nan = inf = np.zeros(a.shape, bool)
+    hi, lo = np.float64(MAX_DEPTH), np.float64(MIN_DEPTH)  # float64 bounds: float16 data cannot hold 1e12 (a Python float would be cast to it)
     with np.errstate(invalid="ignore"):
         zero = a == 0
         neg = a < 0
-        big = (a > MAX_DEPTH) & ~inf
-        small = (a > 0) & (a < MIN_DEPTH)
+        big = (a > hi) & ~inf
+        small = (a > 0) & (a < lo)
     bad = nan | inf | zero | neg | big | small
     n = int(bad.sum())
     if n == 0:
