@@ -16,6 +16,7 @@ and still shown as before; an exception escaping a Python thread is logged with 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -85,11 +86,9 @@ def setup_logging(level: int = logging.INFO) -> Path:
         _handler.setLevel(level)
         _lower_root_level(root, level)
         return Path(getattr(_handler, "baseFilename", path))
-    from logging.handlers import RotatingFileHandler
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        handler = _log_file_class()(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     except (OSError, ValueError) as exc:
         _report(str(path), exc)
         return path
@@ -123,6 +122,35 @@ def shutdown_logging() -> None:
         if getattr(threading.excepthook, "_handles_studio", False):
             threading.excepthook = _previous["excepthook"]
         del _previous["excepthook"]
+
+
+@functools.cache
+def _log_file_class():
+    """The log file's handler class (built on first use: logging.handlers is imported lazily)."""
+    from logging.handlers import RotatingFileHandler
+
+    class LogFile(RotatingFileHandler):
+        """The rotating log file; a record it cannot write (a full disk, a vanished folder) is
+        dropped with one line on stderr, once, instead of logging's traceback for each record."""
+
+        failed = False
+
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's API
+            if self.failed:
+                return
+            self.failed = True
+            exc = sys.exc_info()[1]
+            reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc is not None else "unknown error"
+            try:
+                print(f"{APP_NAME}: cannot write the log file {self.baseFilename} ({reason}); going on without it", file=sys.stderr)
+            except Exception:  # noqa: BLE001 - no usable stderr either
+                pass
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if not self.failed:
+                super().emit(record)
+
+    return LogFile
 
 
 def _lower_root_level(root: logging.Logger, level: int) -> None:

@@ -91,3 +91,22 @@ def test_help_open_log_folder_opens_the_folder(state, monkeypatch):
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
     assert ActionsMixin.open_log_folder(object()) is True  # type: ignore[arg-type]
     assert opened == [str(state)] and state.is_dir()
+
+
+def test_a_log_file_that_cannot_be_written_is_one_line_once(state, capsys, monkeypatch):
+    """A full disk made logging print '--- Logging error ---' and a traceback for every record
+    (seen with RLIMIT_FSIZE in a command that failed on its own output)."""
+    import errno
+
+    logs.setup_logging()
+    (handler,) = _our_handlers()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(handler, "shouldRollover", full)
+    for i in range(3):
+        logging.getLogger("core.something").warning("record %d", i)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the log file" in err[0] and "No space left on device" in err[0], err
+    assert "Traceback" not in "\n".join(err)
