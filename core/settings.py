@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-PRESETS = ("reference", "default", "fast", "draft")
+PRESETS = ("reference", "default", "fast", "draft", "turbo")
 
 
 def config_dir() -> Path:

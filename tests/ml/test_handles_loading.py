@@ -94,8 +94,9 @@ def test_missing_model_says_how_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(ModelError) as exc:
+        # the withdrawn id still names the catalog entry, whose fetch command uses the mirror
         load_models("stabilityai/stable-diffusion-2-depth", device="cpu")
-    assert "hf download stabilityai/stable-diffusion-2-depth" in str(exc.value)
+    assert "hf download sd2-community/stable-diffusion-2-depth" in str(exc.value)
 
 
 def test_unet_weights_replaced_by_vae_weights_is_named(tiny_sd_dir, tmp_path):

@@ -10,7 +10,18 @@ timestep ``t_i`` to ``t_i - 1000 / N`` (the final step to ``alphas_cumprod[0]``,
 the less noisy latent. Classifier-free guidance: ``eps = eps_u + s (eps_c - eps_u)``, one batch of 2.
 
 Every UNet evaluation first checks the cancel token and is counted in ``counts``:
-``forward`` (batch 1, no gradient), ``cfg`` (batch 2, no gradient), ``forward_backward``.
+``forward`` (batch 1, no gradient), ``cfg`` (batch 2, no gradient), ``forward_backward``; with a
+guidance scale of 1 the unconditional half is skipped (one ``forward``: ``eps_c`` is the result).
+
+Backends (:data:`core.ml.handles.models.BACKENDS`): ``sd2-depth`` conditions with the disparity as
+the UNet's 5th input channel (at the latent size, in [-1, 1]); ``sd15-controlnet`` and
+``sdxl-controlnet`` with a depth image (the disparity at the pixel size, in [0, 1], 3 channels)
+through the ControlNet, whose residuals enter every counted evaluation, guided ones included.
+SDXL's two text encoders give (1, 77, 2048) hidden states plus a pooled (1, 1280) embedding; the
+engine carries them as one tensor (1, 78, 2048) whose last row holds the pooled embedding, so that
+classifier-free batches, identities and null-text optimisation treat them as one embedding.
+SDXL has three up blocks: the presets' ``up_blocks[2]``/``[3]`` (the two highest-resolution
+decoder blocks of SD 1.x/2.x) are its ``up_blocks[1]``/``[2]`` (:meth:`HandlesEngine.model_settings`).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -79,8 +91,8 @@ class BlockHooks:
     """Forward hooks on ``unet.up_blocks[b]`` for capture, gradient access and injection.
 
     Modes (set :attr:`mode` before a UNet call):
-    ``"capture"``: store the output of the batch item ``cond_index`` (detached, float16, on
-    ``store_device``) in :attr:`captured`; ``"grab"``: keep the output (with its graph) in
+    ``"capture"``: store the output of the batch item ``cond_index`` (detached, float16 or, with
+    :attr:`keep_dtype`, in the model's own precision; on ``store_device``) in :attr:`captured`; ``"grab"``: keep the output (with its graph) in
     :attr:`grabbed`; ``"inject"``: replace the output by ``out * (1 - cov) + warped * cov`` for the
     maps in :attr:`inject_maps` (block -> (warped (C, h, w), coverage (h, w))), every batch item;
     ``None``: pass through.
@@ -94,6 +106,7 @@ class BlockHooks:
                 raise ValueError(f"up_blocks[{b}] does not exist (the UNet has {n} up blocks)")
         self.mode: str | None = None
         self.cond_index = 1
+        self.keep_dtype = False
         self.store_device = store_device
         self.captured: dict[int, torch.Tensor] = {}
         self.grabbed: dict[int, torch.Tensor] = {}
@@ -107,7 +120,8 @@ class BlockHooks:
             out = output[0] if isinstance(output, tuple) else output
             if self.mode == "capture":
                 k = min(self.cond_index, out.shape[0] - 1)
-                self.captured[b] = out[k].detach().to(device=self.store_device or out.device, dtype=torch.float16)
+                dtype = out.dtype if self.keep_dtype else torch.float16
+                self.captured[b] = out[k].detach().to(device=self.store_device or out.device, dtype=dtype)
                 return None
             if self.mode == "grab":
                 self.grabbed[b] = out
@@ -148,22 +162,36 @@ class HandlesEngine:
         self.final_alpha = float(sched.final_alpha_cumprod)
         self.prediction_type = sched.config.prediction_type
         self.num_train = int(sched.config.num_train_timesteps)
+        #: the ControlNet's residual scale (``HandlesSettings.controlnet_scale``)
+        self.controlnet_scale = 1.0
+        #: fp16 energy gradients: the loss scale (halved when a backward pass overflows)
+        self.loss_scale = 2.0**12
 
     # ------------------------------------------------------------------ basics
     @property
     def device(self):
         return self.m.device
 
-    def timesteps(self, steps: int) -> list[int]:
+    def timesteps(self, steps: int, spacing: str = "leading") -> list[int]:
+        """The ``steps`` denoising timesteps, noisiest first. ``"leading"``: DDIM's 0, r, 2r, ...
+        (r = 1000 // steps, reversed; SD's and the reference's); ``"trailing"``: 999, 999 - 1000/N,
+        ... (what few-step LoRAs such as Hyper-SD and TCD are distilled for: the first step starts
+        at the noisiest timestep)."""
+        n = int(steps)
+        if spacing == "trailing":
+            ts = np.round(np.arange(self.num_train, 0, -self.num_train / n)).astype(np.int64) - 1
+            return [int(t) for t in ts[:n]]
         sched = self.m.scheduler
-        sched.set_timesteps(int(steps))
+        sched.set_timesteps(n)
         return [int(t) for t in sched.timesteps]
 
     def _alpha(self, t: int) -> float:
         return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
 
-    def _prev_t(self, t: int, steps: int) -> int:
-        return t - self.num_train // steps
+    @staticmethod
+    def prev_t(ts: list[int], i: int) -> int:
+        """The timestep denoising step ``i`` of ``ts`` reaches (-1: the clean end)."""
+        return int(ts[i + 1]) if i + 1 < len(ts) else -1
 
     def _eps_x0(self, out: torch.Tensor, z: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
         sa, sb = a**0.5, (1 - a) ** 0.5
@@ -178,54 +206,109 @@ class HandlesEngine:
             x0 = (z - sb * eps) / sa
         return eps, x0
 
-    def ddim_prev(self, out: torch.Tensor, t: int, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DDIM step (eta 0) from timestep ``t`` -> (latent at t - 1000/N, predicted x0)."""
-        a, a_prev = self._alpha(t), self._alpha(self._prev_t(t, steps))
+    def ddim_prev(self, out: torch.Tensor, t: int, z: torch.Tensor, t_prev: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM step (eta 0) from timestep ``t`` -> (latent at ``t_prev``, predicted x0)."""
+        a, a_prev = self._alpha(t), self._alpha(t_prev)
         eps, x0 = self._eps_x0(out, z, a)
         return a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps, x0
 
-    def ddim_next(self, out: torch.Tensor, t: int, z: torch.Tensor, steps: int) -> torch.Tensor:
-        """One DDIM inversion step: ``z`` at t - 1000/N -> the latent at ``t`` (noise predicted at ``z``)."""
-        a_prev, a = self._alpha(self._prev_t(t, steps)), self._alpha(t)
+    def ddim_next(self, out: torch.Tensor, t: int, z: torch.Tensor, t_prev: int) -> torch.Tensor:
+        """One DDIM inversion step: ``z`` at ``t_prev`` -> the latent at ``t`` (noise predicted at ``z``)."""
+        a_prev, a = self._alpha(t_prev), self._alpha(t)
         eps, x0 = self._eps_x0(out, z, a_prev)
         return a**0.5 * x0 + (1 - a) ** 0.5 * eps
+
+    def model_settings(self, settings: HandlesSettings) -> HandlesSettings:
+        """``settings`` for this model's UNet: with fewer than four up blocks (SDXL has three),
+        the presets' block indices shift down so that they name the same decoder blocks counted
+        from the highest resolution (2, 3 -> 1, 2)."""
+        shift = 4 - len(self.m.unet.up_blocks)
+        if shift <= 0:
+            return settings
+        blocks = tuple(sorted({max(0, int(b) - shift) for b in settings.blocks}))
+        cycle = tuple({max(0, int(b) - shift): v for b, v in c.items()} for c in settings.block_cycle)
+        return replace(settings, blocks=blocks, block_cycle=cycle)
 
     # ------------------------------------------------------------------ conditioning
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
+        """(1, L, D) text embedding of ``prompt`` (SDXL: packed with its pooled embedding, see the module docstring)."""
+        if self.m.backend == "sdxl-controlnet":
+            return self._encode_text_xl(prompt)
         tok = self.m.tokenizer
         ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
         return self.m.text_encoder(ids.to(self.device))[0].to(self.m.dtype)
+
+    def _encode_text_xl(self, prompt: str) -> torch.Tensor:
+        encoders = ((self.m.tokenizer, self.m.text_encoder), (self.m.tokenizer_2, self.m.text_encoder_2))
+        width = sum(int(enc.config.hidden_size) for _, enc in encoders)
+        length = int(self.m.tokenizer.model_max_length)
+        pooled_dim = int(self.m.text_encoder_2.config.projection_dim)
+        if not prompt:  # SDXL's force_zeros_for_empty_prompt: the unconditional embedding is zero
+            return torch.zeros((1, length + 1, width), device=self.device, dtype=self.m.dtype)
+        states, pooled = [], None
+        for tok, enc in encoders:
+            ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+            out = enc(ids.to(self.device), output_hidden_states=True)
+            states.append(out.hidden_states[-2])
+            pooled = out[0]
+        assert pooled is not None
+        row = torch.zeros((1, 1, width), device=self.device, dtype=states[0].dtype)
+        row[0, 0, :pooled_dim] = pooled[0]
+        return torch.cat([torch.cat(states, dim=-1), row], dim=1).to(self.m.dtype)
+
+    def _xl_inputs(self, emb: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Packed SDXL embedding (B, L + 1, D) -> (hidden states (B, L, D), added conditioning)."""
+        b = z.shape[0]
+        pooled_dim = int(self.m.text_encoder_2.config.projection_dim)
+        f = self.m.vae_factor
+        h, w = int(z.shape[-2]) * f, int(z.shape[-1]) * f
+        # original size, crop top-left, target size: the photo at its render size, uncropped
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.m.dtype).expand(b, -1)
+        return emb[:, :-1], {"text_embeds": emb[:, -1, :pooled_dim], "time_ids": time_ids}
 
     def latent_size(self, width: int, height: int) -> tuple[int, int]:
         f = self.m.vae_factor
         return height // f, width // f
 
+    @property
+    def uses_controlnet(self) -> bool:
+        return self.m.controlnet is not None
+
+    def _condition_size(self, depth: np.ndarray) -> tuple[int, int]:
+        """(h, w) of the depth condition: the latent's (sd2-depth) or the pixels' (a ControlNet)."""
+        if self.uses_controlnet:
+            return int(depth.shape[0]), int(depth.shape[1])
+        return self.latent_size(depth.shape[1], depth.shape[0])
+
     @torch.no_grad()
     def disparity_range(self, depth: np.ndarray) -> tuple[float, float]:
-        d = self._disparity_latent(depth, *self.latent_size(depth.shape[1], depth.shape[0]))
+        d = disparity_latent(depth, *self._condition_size(depth), self.device)
         return float(d.min()), float(d.max())
-
-    def _disparity_latent(self, depth: np.ndarray, h: int, w: int) -> torch.Tensor:
-        return disparity_latent(depth, h, w, self.device)
 
     @torch.no_grad()
     def depth_condition(self, depth: np.ndarray, value_range: tuple[float, float] | None = None) -> torch.Tensor:
-        """(H, W) z-depth -> (1, 1, H/f, W/f) float32 conditioning in [-1, 1] (:func:`depth_condition`)."""
-        h, w = self.latent_size(depth.shape[1], depth.shape[0])
-        return depth_condition(depth, h, w, value_range, self.device)
+        """(H, W) z-depth -> the model's depth conditioning, float32: sd2-depth (1, 1, H/f, W/f)
+        in [-1, 1] (:func:`depth_condition`); a depth ControlNet (1, 3, H, W) in [0, 1], near
+        bright (the normalised disparity the SD 1.5 and SDXL depth ControlNets take: MiDaS-style
+        inverse depth, min-max over this map or over ``value_range``)."""
+        h, w = self._condition_size(depth)
+        d = depth_condition(depth, h, w, value_range, self.device)
+        if self.uses_controlnet:
+            return ((d + 1.0) * 0.5).expand(-1, 3, -1, -1).contiguous()
+        return d
 
     @torch.no_grad()
     def encode_image(self, photo: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, 4, H/8, W/8) float32 scaled latent (the posterior mean)."""
         x = torch.from_numpy(np.array(photo, dtype=np.uint8, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        lat = self.m.vae.encode(x.to(self.m.dtype)).latent_dist.mean
+        lat = self.m.vae.encode(x.to(self.m.vae_dtype)).latent_dist.mean
         return (lat * self.m.scaling_factor).float()
 
     @torch.no_grad()
     def decode_latent(self, z: torch.Tensor) -> np.ndarray:
         """(1, 4, h, w) latent -> (8h, 8w, 3) uint8."""
-        img = self.m.vae.decode((z / self.m.scaling_factor).to(self.m.dtype)).sample
+        img = self.m.vae.decode((z / self.m.scaling_factor).to(self.m.vae_dtype)).sample
         img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return img[0].permute(1, 2, 0).cpu().numpy()
 
@@ -256,13 +339,42 @@ class HandlesEngine:
         kind = "forward_backward" if grad else ("cfg" if b == 2 else "forward")
         self.counts[kind] += 1
         t0 = time.perf_counter()
-        inp = torch.cat([z, depth.expand(b, -1, -1, -1)], dim=1).to(self.m.dtype)
+        dt = self.m.dtype
         tt = torch.full((b,), int(t), device=self.device, dtype=torch.long)
-        out = self.m.unet(inp, tt, encoder_hidden_states=emb.to(self.m.dtype), return_dict=False)[0].float()
+        if self.m.controlnet is None:
+            inp = torch.cat([z, depth.expand(b, -1, -1, -1)], dim=1).to(dt)
+            out = self.m.unet(inp, tt, encoder_hidden_states=emb.to(dt), return_dict=False)[0].float()
+        else:
+            added = None
+            states = emb.to(dt)
+            if self.m.backend == "sdxl-controlnet":
+                states, added = self._xl_inputs(states, z)
+            zin = z.to(dt)
+            down, mid = self.m.controlnet(
+                zin,
+                tt,
+                encoder_hidden_states=states,
+                controlnet_cond=depth.expand(b, -1, -1, -1).to(dt),
+                conditioning_scale=float(self.controlnet_scale),
+                added_cond_kwargs=added,
+                return_dict=False,
+            )
+            out = self.m.unet(
+                zin,
+                tt,
+                encoder_hidden_states=states,
+                added_cond_kwargs=added,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0].float()
         self.timings[kind] += time.perf_counter() - t0
         return out
 
     def cfg(self, z, depth, t, uncond, cond, scale, token) -> torch.Tensor:
+        """Classifier-free guidance ``u + scale (c - u)``; at scale 1 that is ``c``: one batch-1 pass."""
+        if float(scale) == 1.0:
+            return self.unet(z, depth, t, cond, token)
         out = self.unet(torch.cat([z, z]), depth, t, torch.cat([uncond, cond]), token)
         u, c = out.chunk(2)
         return u + scale * (c - u)
@@ -285,9 +397,9 @@ class HandlesEngine:
         dcond = self.depth_condition(depth)
         z = torch.randn((1, self.m.latent_channels, h, w), generator=generator).to(self.device)
         cond, uncond = self.encode_text(prompt), self.encode_text("")
-        for t in ts:
+        for i, t in enumerate(ts):
             eps = self.cfg(z, dcond, t, uncond, cond, guidance_scale, token)
-            z, _ = self.ddim_prev(eps, t, z, int(steps))
+            z, _ = self.ddim_prev(eps, t, z, self.prev_t(ts, i))
         return self.decode_latent(z)
 
     # ------------------------------------------------------------------ identity
@@ -309,7 +421,8 @@ class HandlesEngine:
     ) -> Identity:
         """Invert ``photo`` (H, W, 3 uint8) under ``depth`` (H, W z-depth) and capture activations."""
         steps = int(settings.steps)
-        ts = self.timesteps(steps)
+        ts = self.timesteps(steps, settings.timestep_spacing)
+        self.controlnet_scale = float(settings.controlnet_scale)
         n_cap = settings.n_captured(steps) if n_captured is None else int(n_captured)
         n_cap = max(0, min(n_cap, steps))
         null = settings.inversion == "null-text"
@@ -330,7 +443,7 @@ class HandlesEngine:
             for j in range(steps):
                 t = ts[steps - 1 - j]
                 out = self.unet(z, dcond, t, cond, token)
-                z = self.ddim_next(out, t, z, steps)
+                z = self.ddim_next(out, t, z, self.prev_t(ts, steps - 1 - j))
                 inv.append(z)
                 done += 1
                 emit(Progress(stage="identity", step=done, total=total, eta_s=clock.eta(done), message="inversion"))
@@ -347,12 +460,20 @@ class HandlesEngine:
                 target = inv[i + 1]
                 u_i = uncond
                 if null:
-                    u_i = self._null_text_step(z, dcond, t, cond, uncond if not unconds else unconds[-1], target, i, steps, settings, token)
+                    u_i = self._null_text_step(z, dcond, t, cond, uncond if not unconds else unconds[-1], target, i, ts, settings, token)
                     unconds.append(u_i)
-                hooks.mode = "capture" if i < n_cap else None
+                exact = settings.capture == "exact"
+                if i < n_cap and exact:
+                    # the very pass guidance compares with (text-conditioned, batch 1, full
+                    # precision): an unmoved object's energy and gradient are exactly zero
+                    hooks.mode, hooks.cond_index, hooks.keep_dtype = "capture", 0, True
+                    with torch.no_grad():
+                        self.unet(z, dcond, t, cond, token)
+                    hooks.mode, hooks.cond_index, hooks.keep_dtype = None, 1, False
+                hooks.mode = "capture" if i < n_cap and not exact else None
                 with torch.no_grad():
                     eps = self.cfg(z, dcond, t, u_i, cond, settings.guidance_scale, token)
-                    pred, _ = self.ddim_prev(eps, t, z, steps)
+                    pred, _ = self.ddim_prev(eps, t, z, self.prev_t(ts, i))
                 hooks.mode = None
                 if i < n_cap:
                     for b in hooks.blocks:
@@ -384,9 +505,10 @@ class HandlesEngine:
             meta={"settings": settings.identity_fields(), "n_captured": n_cap, "prompt": prompt, "model": self.m.model_id},
         )
 
-    def _null_text_step(self, z, dcond, t, cond, uncond_init, target, i, steps, settings, token) -> torch.Tensor:
+    def _null_text_step(self, z, dcond, t, cond, uncond_init, target, i, ts, settings, token) -> torch.Tensor:
         """Null-text optimisation of one step (Adam): the unconditional embedding that makes the
         guided DDIM step from ``z`` land on the inversion latent ``target``."""
+        steps = len(ts)
         with torch.no_grad():
             eps_c = self.unet(z, dcond, t, cond, token)
         u = uncond_init.detach().float().clone().requires_grad_(True)
@@ -395,7 +517,7 @@ class HandlesEngine:
             with torch.enable_grad():
                 eps_u = self.unet(z, dcond, t, u, token)
                 eps = eps_u + settings.guidance_scale * (eps_c - eps_u)
-                prev, _ = self.ddim_prev(eps, t, z, steps)
+                prev, _ = self.ddim_prev(eps, t, z, self.prev_t(ts, i))
                 loss = torch.nn.functional.mse_loss(prev, target)
                 opt.zero_grad()
                 tb = time.perf_counter()
@@ -467,24 +589,54 @@ class HandlesEngine:
         grad_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float]:
         """One gradient step on the latent: ``z - step_size * dE/dz`` -> (new z, energy before)."""
-        zz = z.detach().requires_grad_(True)
-        hooks.mode = "grab"
-        try:
-            with torch.enable_grad():
-                self.unet(zz, depth, t, cond, token)
-                e = self.energy(dict(hooks.grabbed), stored, warps, weights, settings.bg_loss)
-                if e.requires_grad:
-                    tb = time.perf_counter()
-                    (g,) = torch.autograd.grad(e, zz)
-                    self.timings["forward_backward"] += time.perf_counter() - tb
-                else:
-                    g = torch.zeros_like(zz)
-        finally:
-            hooks.mode = None
-            hooks.grabbed.clear()
+        g, e = self.energy_gradient(z, depth, t, cond, stored, warps, weights, hooks, settings, token)
         if grad_mask is not None:
             g = g * grad_mask
-        return (z - settings.step_size * g).detach(), float(e.detach())
+        return (z - settings.step_size * g).detach(), e
+
+    def energy_gradient(
+        self,
+        z: torch.Tensor,
+        depth: torch.Tensor,
+        t: int,
+        cond: torch.Tensor,
+        stored: dict[int, torch.Tensor],
+        warps: dict[int, BlockWarp],
+        weights: dict[int, tuple[float, float]],
+        hooks: BlockHooks,
+        settings: HandlesSettings,
+        token: CancelToken | None,
+    ) -> tuple[torch.Tensor, float]:
+        """(dE/dz float32, E) of the guidance energy at the latent ``z`` (one forward+backward).
+
+        In fp16 the backward pass runs on the energy times :attr:`loss_scale` (gradients of an L1
+        mean over millions of activations fall below fp16's smallest normal number otherwise) and
+        is unscaled in fp32; a pass that overflows lowers the scale and runs again. bf16 has fp32's
+        range and needs no scale."""
+        half = self.m.dtype == torch.float16
+        e = torch.zeros(())
+        g = torch.zeros_like(z)
+        for _attempt in range(4):
+            zz = z.detach().requires_grad_(True)
+            hooks.mode = "grab"
+            try:
+                with torch.enable_grad():
+                    self.unet(zz, depth, t, cond, token)
+                    e = self.energy(dict(hooks.grabbed), stored, warps, weights, settings.bg_loss)
+                    if not e.requires_grad:
+                        return torch.zeros_like(z), float(e.detach())
+                    scale = self.loss_scale if half else 1.0
+                    tb = time.perf_counter()
+                    (g,) = torch.autograd.grad(e * scale, zz)
+                    self.timings["forward_backward"] += time.perf_counter() - tb
+                    g = g.float() / scale
+            finally:
+                hooks.mode = None
+                hooks.grabbed.clear()
+            if not half or bool(torch.isfinite(g).all()):
+                return g, float(e.detach())
+            self.loss_scale /= 2.0**4
+        return torch.zeros_like(z), float(e.detach())  # overflowed at every scale: no step
 
     # ------------------------------------------------------------------ denoising
     def denoise(
@@ -514,6 +666,7 @@ class HandlesEngine:
         """
         steps = identity.steps
         ts = identity.timesteps
+        self.controlnet_scale = float(settings.controlnet_scale)
         warps = warps or {}
         n_guided = min(settings.n_guided(steps), identity.n_captured) if warps else 0
         n_inject = min(settings.n_injected(steps), identity.n_captured) if warps else 0
@@ -553,7 +706,7 @@ class HandlesEngine:
                 try:
                     with torch.no_grad():
                         eps = self.cfg(z, depth, t, identity.uncond_at(i).to(self.device), cond, settings.guidance_scale, token)
-                        z_next, x0 = self.ddim_prev(eps, t, z, steps)
+                        z_next, x0 = self.ddim_prev(eps, t, z, self.prev_t(ts, i))
                 finally:
                     if hooks is not None:
                         hooks.mode = None

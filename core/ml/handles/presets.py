@@ -1,6 +1,6 @@
 """Settings of the Diffusion Handles engine and its named presets (pure Python, no torch).
 
-A :class:`HandlesSettings` holds every number that decides a render. ``PRESETS`` names four
+A :class:`HandlesSettings` holds every number that decides a render. ``PRESETS`` names five
 (the earlier presets, which started from the inverted noise, are ``default``/``fast`` with
 ``preview_start=0, preview_keep=0, background_blend=True, paste_objects=False``):
 
@@ -9,7 +9,14 @@ A :class:`HandlesSettings` holds every number that decides a render. ``PRESETS``
     null-text inversion (Adam, 5 inner steps), guidance on steps 0-37 with 3 gradient steps of
     size 0.1, foreground weight 1.5 and background weight 1.25 scaled by 30, the reference's
     per-step block weights (``up_blocks[2]``/``[3]`` alternate) and per-iteration weights,
-    global-average background term, no background blending, no compositing.
+    global-average background term, no background blending, no compositing. Its activations are
+    captured as the reference captures them: from a text-conditioned batch-1 pass at the model's
+    precision (the pass that guidance compares with), so that content which does not move has
+    exactly zero energy and gradient. Deviations from the reference, all deliberate: the
+    DDIM schedule is ``leading`` with offset 0 (the reference's diffusers default), the fill of
+    the revealed background follows the warp plan (``core.geometry.warp``) rather than the
+    reference's 15 px dilation, and guidance is skipped when no object moves (its gradient is
+    zero by construction).
 ``default``
     Warp-then-refine Diffusion Handles, about 10x cheaper per edit than ``reference``: 25 DDIM
     steps, exact optimisation-free inversion; denoising starts at 40 % of the steps from the
@@ -23,6 +30,13 @@ A :class:`HandlesSettings` holds every number that decides a render. ``PRESETS``
     ``default`` without guidance (no backward pass: about the cost of plain sampling).
 ``draft``
     ``fast`` at 256 px and 20 steps, for CPUs.
+``turbo``
+    ``default`` in 8 steps on ``trailing`` timesteps (999, 874, ..., 124), at most 8 (the steps
+    are clamped), classifier-free guidance scale 1 (one UNet evaluation a step, as few-step LoRAs
+    are run) and energy guidance on 3 of the 5 denoised steps. With the model's few-step LoRA
+    (LCM-LoRA, Hyper-SD, TCD: ``turbo_lora`` in the catalog) this is their distilled schedule run
+    deterministically (DDIM, eta 0: the exact inversion needs a deterministic update, so LCM's
+    fresh noise per step is not drawn); without one (the world model), 8 plain DDIM steps.
 
 Step-dependent quantities are fractions of the step count so that a preset works for any
 ``steps``: guided steps are ``i < round(guided_until * steps)``.
@@ -59,6 +73,13 @@ class HandlesSettings:
     #: this long side (the draft preset's speed comes from it)
     max_resolution: int = 0
     guidance_scale: float = 7.5
+    #: "leading": DDIM's 0, r, 2r, ... reversed (SD's, the reference's); "trailing": 999 down
+    #: in equal strides (few-step LoRAs)
+    timestep_spacing: str = "leading"
+    #: > 0: the most steps this preset runs (turbo: 8); more are clamped
+    max_steps: int = 0
+    #: scale of a depth ControlNet's residuals (1: as trained)
+    controlnet_scale: float = 1.0
     #: "per_image": min-max of each depth map's disparity (what SD2-depth was trained on);
     #: "source": the edited disparity normalised with the source photo's range (background stays put)
     depth_norm: str = "per_image"
@@ -76,6 +97,10 @@ class HandlesSettings:
     blocks: tuple[int, ...] = (2, 3)
     #: store captured activations on the compute device ("device") or in CPU memory ("cpu")
     store_on: str = "auto"
+    #: "cfg": the text half of the CFG replay, stored in fp16 (no extra pass); "exact": a
+    #: separate text-conditioned batch-1 pass, stored at the model's precision (what guidance
+    #: compares with: an unmoved object's energy is exactly zero)
+    capture: str = "cfg"
 
     # ----- guidance -----
     guided_until: float = 0.5
@@ -136,6 +161,14 @@ class HandlesSettings:
             raise InputError(f"bg_loss must be 'global' or 'cell', got {self.bg_loss!r}")
         if self.depth_norm not in ("per_image", "source"):
             raise InputError(f"depth_norm must be 'per_image' or 'source', got {self.depth_norm!r}")
+        if self.timestep_spacing not in ("leading", "trailing"):
+            raise InputError(f"timestep_spacing must be 'leading' or 'trailing', got {self.timestep_spacing!r}")
+        if self.capture not in ("cfg", "exact"):
+            raise InputError(f"capture must be 'cfg' or 'exact', got {self.capture!r}")
+        if self.max_steps < 0:
+            raise InputError(f"max_steps must be >= 0, got {self.max_steps}")
+        if not 0.0 <= self.controlnet_scale <= 4.0:
+            raise InputError(f"controlnet_scale must be in [0, 4], got {self.controlnet_scale}")
         if self.store_on not in ("auto", "cpu", "device"):
             raise InputError(f"store_on must be 'auto', 'cpu' or 'device', got {self.store_on!r}")
         if not self.blocks or any(int(b) not in (0, 1, 2, 3) for b in self.blocks):
@@ -188,19 +221,22 @@ class HandlesSettings:
         counts the gradient iterations whose block weights are not all zero.
         """
         n = self.steps if steps is None else int(steps)
+        single = float(self.guidance_scale) == 1.0  # CFG at scale 1 is one batch-1 pass
         if identity:
-            out = {"forward": n, "cfg": n}
+            out = {"forward": 2 * n, "cfg": 0} if single else {"forward": n, "cfg": n}
+            if self.capture == "exact":
+                out["forward"] += self.n_captured(n)
             if self.inversion == "null-text":
                 out["forward"] += n
                 out["forward_backward"] = n * int(self.null_inner_steps)
-            return out
+            return {k: v for k, v in out.items() if v}
         fb = 0
         k0 = self.n_start(n)
         for i in range(k0, self.n_guided(n)):
             for k in range(int(self.grad_steps)):
                 if any(f or b for f, b in self.step_weights(i, k).values()):
                     fb += 1
-        out = {"cfg": n - k0}
+        out = {"forward": n - k0} if single else {"cfg": n - k0}
         if fb:
             out["forward_backward"] = fb
         return out
@@ -214,6 +250,10 @@ class HandlesSettings:
             "inversion": self.inversion,
             "blocks": sorted(int(b) for b in self.blocks),
         }
+        # newer fields only when they differ from the default: older identities keep their keys
+        for name, default in (("timestep_spacing", "leading"), ("controlnet_scale", 1.0), ("capture", "cfg")):
+            if getattr(self, name) != default:
+                d[name] = getattr(self, name)
         if self.inversion == "null-text":
             d.update(
                 null_inner_steps=self.null_inner_steps,
@@ -267,10 +307,12 @@ PRESETS: dict[str, HandlesSettings] = {
         inject_until=0.0,
         background_blend=False,
         paste_background=False,
+        capture="exact",
     ),
     "default": HandlesSettings(**WARP_THEN_REFINE, guided_until=0.8),
     "fast": HandlesSettings(**WARP_THEN_REFINE, guided_until=0.0, grad_steps=0),
     "draft": HandlesSettings(**WARP_THEN_REFINE, steps=20, resolution=256, max_resolution=256, guided_until=0.0, grad_steps=0),
+    "turbo": HandlesSettings(**WARP_THEN_REFINE, steps=8, max_steps=8, timestep_spacing="trailing", guidance_scale=1.0, guided_until=0.75, preview_every=2),
 }
 
 

@@ -176,7 +176,9 @@ class DiffusionHandlesRenderer:
         """The request's typed settings (a hand-built request without them: its preset's)."""
         if request.handles is not None:
             return request.handles
-        return replace(preset(request.preset), steps=int(request.steps), resolution=int(request.resolution))
+        s = preset(request.preset)
+        steps = min(int(request.steps), s.max_steps) if s.max_steps else int(request.steps)
+        return replace(s, steps=steps, resolution=int(request.resolution))
 
     @staticmethod
     def _model_folder(request: RenderRequest) -> str:
@@ -187,23 +189,35 @@ class DiffusionHandlesRenderer:
 
     def _engine_for(self, request: RenderRequest, emit: EmitFn):
         from core.ml.handles.engine import HandlesEngine
-        from core.ml.handles.models import load_models
+        from core.ml.handles.models import load_models, set_lora
 
         folder = self._model_folder(request)
         dtype = None if request.precision in ("", "auto") else request.precision
-        key = (folder, str(request.device), str(dtype))
+        controlnet = str(getattr(request, "controlnet_path", "") or "") or None
+        key = (folder, str(request.device), str(dtype), controlnet)
         if self._engine is None or self._engine_key != key:
             self._engine = None
             gc.collect()
             emit(Progress(stage="loading", step=0, total=1, message=f"loading {Path(folder).name}", eta_s=_load_estimate(folder, request.device)))
             t0 = time.monotonic()
             log.info("loading the model in %s (device %s, precision %s)", folder, request.device, dtype or "auto")
-            self._engine = HandlesEngine(load_models(folder, request.device, dtype))
+            self._engine = HandlesEngine(load_models(folder, request.device, dtype, controlnet=controlnet))
             self._engine_key = key
             _remember_load_time(folder, request.device, time.monotonic() - t0)
             log.info("model %s loaded on %s in %.1f s", Path(folder).name, self._engine.device, time.monotonic() - t0)
             emit(Progress(stage="loading", step=1, total=1, eta_s=0.0, message="model ready"))
-        return self._engine, folder
+        # the request's LoRA (a few-step one for turbo) is the UNet's only adapter; none: removed
+        set_lora(self._engine.m, str(getattr(request, "lora_path", "") or "") or None)
+        return self._engine, self._model_id(request, folder)
+
+    @staticmethod
+    def _model_id(request: RenderRequest, folder: str) -> str:
+        """What identities of this model are keyed by: the folder, its ControlNet and its LoRA."""
+        parts = [folder]
+        for extra in (getattr(request, "controlnet_path", ""), getattr(request, "lora_path", "")):
+            if extra:
+                parts.append(str(extra))
+        return "+".join(parts)
 
     def identity_key(self, scene: Scene, request: RenderRequest) -> str:
         from core.ml.handles.identity import identity_key
@@ -212,7 +226,8 @@ class DiffusionHandlesRenderer:
         size = render_size(scene, settings.resolution)
         small = resample_scene(scene, size)
         prompt = request.prompt or scene.prompt
-        return identity_key(small.content_id(), prompt, self._model_folder(request), size, settings.identity_fields())
+        model_id = self._model_id(request, self._model_folder(request))
+        return identity_key(small.content_id(), prompt, model_id, size, settings.identity_fields())
 
     def _identity(self, engine, scene: Scene, prompt: str, settings: HandlesSettings, key: str, emit, token):
         from core.ml.handles.identity import Identity
@@ -311,6 +326,7 @@ class DiffusionHandlesRenderer:
         token.check()
 
         key = identity_key(small.content_id(), prompt, model_id, size, settings.identity_fields())
+        settings = engine.model_settings(settings)  # SDXL: the same decoder blocks by its numbering
         t_id = time.monotonic()
         ident, reused = self._identity(engine, small, prompt, settings, key, emit, token)
         id_seconds = time.monotonic() - t_id
@@ -322,7 +338,9 @@ class DiffusionHandlesRenderer:
         t_r = time.monotonic()
         plan = warp_plan(small)
         warps = {}
-        for b, acts in ident.activations.items():
+        # nothing moved: guidance's gradient is zero by construction, its passes are skipped
+        moved = bool(np.asarray(plan.changed).any())
+        for b, acts in ident.activations.items() if moved else ():
             if b not in settings.blocks or acts.numel() == 0:
                 continue
             hb, wb = int(acts.shape[-2]), int(acts.shape[-1])
@@ -414,8 +432,10 @@ class DiffusionHandlesRenderer:
             "render_size": list(size),
             "steps": settings.steps,
             "start_step": k0,
-            "guided_steps": max(0, min(settings.n_guided(), ident.n_captured) - k0),
-            "injected_steps": max(0, min(settings.n_injected(), ident.n_captured) - k0),
+            "guided_steps": max(0, min(settings.n_guided(), ident.n_captured) - k0) if warps else 0,
+            "injected_steps": max(0, min(settings.n_injected(), ident.n_captured) - k0) if warps else 0,
+            "backend": engine.m.backend,
+            "lora": Path(engine.m.lora).name if engine.m.lora else "",
             "unet_evals": dict(engine.counts),
             "identity_unet_evals": id_counts,
             "device": str(engine.device),
