@@ -12,11 +12,11 @@ A :class:`HandlesSettings` holds every number that decides a render. ``PRESETS``
     global-average background term, no background blending, no compositing. Its activations are
     captured as the reference captures them: from a text-conditioned batch-1 pass at the model's
     precision (the pass that guidance compares with), so that content which does not move has
-    exactly zero energy and gradient. Deviations from the reference, all deliberate: the
-    DDIM schedule is ``leading`` with offset 0 (the reference's diffusers default), the fill of
-    the revealed background follows the warp plan (``core.geometry.warp``) rather than the
-    reference's 15 px dilation, and guidance is skipped when no object moves (its gradient is
-    zero by construction).
+    exactly zero energy and gradient. Deviations from the reference, all deliberate: the DDIM
+    schedule is ``leading`` with offset 0 (the reference's diffusers default); the fill of the
+    revealed background dilates the object masks by 3 px at 512 px (scaled with the size,
+    ``core.geometry.fill``) where the reference dilates by 15 px; guidance is skipped when no
+    object moves (its gradient is zero by construction).
 ``default``
     Warp-then-refine Diffusion Handles, about 10x cheaper per edit than ``reference``: 25 DDIM
     steps, exact optimisation-free inversion; denoising starts at 40 % of the steps from the
