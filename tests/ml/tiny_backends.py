@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tiny_sd import vocab_size, write_tokenizer
+from tiny_sd import vocab_size, write_scheduler, write_tokenizer
 
 #: cross-attention width of the tiny SD 1.5 (its text encoder's hidden size)
 SD15_HIDDEN = 32
@@ -65,26 +65,6 @@ def _text(hidden: int, with_projection: bool = False, projection: int | None = N
     return CLIPTextModelWithProjection(cfg) if with_projection else CLIPTextModel(cfg)
 
 
-def _scheduler(folder: Path) -> None:
-    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "PNDMScheduler",
-                "beta_start": 0.00085,
-                "beta_end": 0.012,
-                "beta_schedule": "scaled_linear",
-                "num_train_timesteps": 1000,
-                "prediction_type": "epsilon",
-                "set_alpha_to_one": False,
-                "skip_prk_steps": True,
-                "steps_offset": 1,
-            }
-        ),
-        encoding="utf-8",
-    )
-
-
 def _model_index(folder: Path, cls: str, components: dict) -> None:
     (folder / "model_index.json").write_text(json.dumps({"_class_name": cls, "_diffusers_version": "0.42.1", **components}), encoding="utf-8")
 
@@ -125,7 +105,7 @@ def build_tiny_sd15_controlnet(folder: Path, seed: int = 0, inside: bool = False
     vae.save_pretrained(model / "vae")
     text.save_pretrained(model / "text_encoder")
     write_tokenizer(model / "tokenizer")
-    _scheduler(model)
+    write_scheduler(model)
     comps = {
         "scheduler": ["diffusers", "PNDMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],
@@ -187,7 +167,7 @@ def build_tiny_sdxl_controlnet(folder: Path, seed: int = 0, inside: bool = False
     text2.save_pretrained(model / "text_encoder_2")
     write_tokenizer(model / "tokenizer")
     write_tokenizer(model / "tokenizer_2")
-    _scheduler(model)
+    write_scheduler(model)
     _model_index(
         model,
         "StableDiffusionXLPipeline",

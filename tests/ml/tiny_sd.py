@@ -26,6 +26,27 @@ def write_tokenizer(folder: Path) -> None:
     assert write_clip_tokenizer(folder, merges=merges, max_length=77) == vocab_size()
 
 
+def write_scheduler(folder: Path) -> None:
+    """``folder/scheduler/scheduler_config.json`` as SD's pipelines ship it (PNDM, SD's betas)."""
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "PNDMScheduler",
+                "beta_start": 0.00085,
+                "beta_end": 0.012,
+                "beta_schedule": "scaled_linear",
+                "num_train_timesteps": 1000,
+                "prediction_type": "epsilon",
+                "set_alpha_to_one": False,
+                "skip_prk_steps": True,
+                "steps_offset": 1,
+            }
+        ),
+        encoding="utf-8",
+    )
+
+
 def vocab_size() -> int:
     return 256 * 2 + 6 + 2
 
@@ -88,23 +109,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     vae.save_pretrained(folder / "vae")
     text.save_pretrained(folder / "text_encoder")
     write_tokenizer(folder / "tokenizer")
-    (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "PNDMScheduler",
-                "beta_start": 0.00085,
-                "beta_end": 0.012,
-                "beta_schedule": "scaled_linear",
-                "num_train_timesteps": 1000,
-                "prediction_type": "epsilon",
-                "set_alpha_to_one": False,
-                "skip_prk_steps": True,
-                "steps_offset": 1,
-            }
-        ),
-        encoding="utf-8",
-    )
+    write_scheduler(folder)
     (folder / "model_index.json").write_text(
         json.dumps(
             {
