@@ -18,6 +18,7 @@ import numpy as np
 from core.document import PROJECT_SUFFIX, Document
 from core.errors import HandlesError, InputError
 from core.settings import atomic_write_text, recovery_dir
+from core.worker import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +88,9 @@ def depth_model_on_disk(preferred: str = "", extra_dirs=()) -> str | None:
     return None
 
 
-def depth_task(photo: np.ndarray, model: str, device: str = "auto", extra_dirs=()):
-    """A worker task ``fn(emit, token) -> depth`` estimating z-depth (H, W) float32 for ``photo``."""
-
-    def run(emit, token):
-        from core.jobs import Progress
-        from core.ml.depth import DepthEstimator  # heavy: torch, transformers (worker thread only)
-
-        emit(Progress(stage="loading", step=0, total=2, message=f"loading {model}"))
-        est = DepthEstimator(model, device=device, extra_dirs=list(extra_dirs))
-        token.check()
-        emit(Progress(stage="depth", step=1, total=2, message="estimating depth"))
-        h, w = photo.shape[:2]
-        depth = est.estimate(photo, size=(w, h))
-        token.check()
-        emit(Progress(stage="depth", step=2, total=2))
-        return np.asarray(depth, dtype=np.float32)
-
-    return run
+def depth_task(photo: np.ndarray, model: str, device: str = "auto", extra_dirs=()) -> TaskSpec:
+    """An engine task estimating z-depth (H, W) float32 for ``photo`` (runs where the engine runs)."""
+    return TaskSpec("depth", {"model": model, "device": device, "extra_dirs": [str(d) for d in extra_dirs]}, {"photo": np.ascontiguousarray(photo)})
 
 
 # ----- exports -----

@@ -12,6 +12,7 @@ recorded and, with auto-render on, a render request goes to the worker thread
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
@@ -35,7 +36,7 @@ from editor.render_controller import RenderMixin
 from editor.render_panel import RenderPanel
 from editor.tools import ToolsMixin
 from editor.undo import BoundedUndoStack, PromptCommand, TransformCommand, VisibilityCommand
-from editor.worker import ModelRendererFactory, RenderWorker, one_line
+from editor.worker import ModelRendererFactory, RenderWorker, TaskSpec, one_line
 from viewport.protocol import CloudView
 
 __all__ = ["APP_TITLE", "MainWindow", "gl_available", "sample_document"]
@@ -111,7 +112,9 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
             doc.render_settings.update(self._default_render_settings(doc.scene))
         self.model = DocumentModel(doc, self)
         self.undo_stack = BoundedUndoStack(self.settings.undo_limit, self.settings.undo_memory_mb << 20, self)
-        self.worker = RenderWorker(self.renderer_factory, self)
+        # the real engine runs in a process of its own (HANDLES_ENGINE=thread: in this one)
+        in_process = not self._custom_renderer and os.environ.get("HANDLES_ENGINE", "process") != "thread"
+        self.worker = RenderWorker(self.renderer_factory, self, engine_process=in_process)
         self.recovery = recovery if recovery is not None else files.RecoveryManager()
         self.recovery.start()
         self._render_job: int | None = None
@@ -125,7 +128,6 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
         self._last_preview_ms = 0.0
         self._autosaved_index = -1
         self._closing = False
-        self._segmenters: dict = {}
         self._segment_hint = "Click-to-segment needs a SAM model (Edit \u2192 Models)."
 
         self._build_views(use_gl)
@@ -244,9 +246,25 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
         self.status_preview = QLabel()
         self.status_renderer = QLabel()
         self.status_renderer.setObjectName("statusRenderer")
-        for w in (self.status_cursor, self.status_zoom, self.status_preview, self.status_renderer):
+        self.status_engine = QLabel()
+        self.status_engine.setObjectName("statusEngine")
+        self.worker.engineState.connect(self._on_engine_state)
+        self._on_engine_state(self.worker.engine.state if self.worker.engine is not None else "")
+        for w in (self.status_cursor, self.status_zoom, self.status_preview, self.status_renderer, self.status_engine):
             w.setContentsMargins(6, 0, 6, 0)
             sb.addPermanentWidget(w)
+
+    def _on_engine_state(self, state: str) -> None:
+        """The engine process's state in the status bar (nothing when the engine runs in-thread)."""
+        text = {
+            "starting": "Engine starting\u2026",
+            "idle": "Engine idle",
+            "busy": "Engine busy",
+            "restarting": "Engine restarting\u2026",
+            "stopped": "Engine stopped",
+        }
+        self.status_engine.setText(text.get(state, ""))
+        self.status_engine.setToolTip("Renders, depth estimation and segmentation run in the engine's own process" if state else "")
 
     def _connect(self) -> None:
         m = self.model
@@ -447,9 +465,7 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
             old = self.settings
             self.settings = new
             if not self._custom_renderer and (old.device, old.precision, old.model_folders) != (new.device, new.precision, new.model_folders):
-                f = self.renderer_factory
-                f.device, f.precision, f.model_folders = new.device, new.precision, list(new.model_folders)
-                f.unload()
+                self.worker.submit_task("free memory", TaskSpec("unload"))  # models load again where the new settings say
             self._set_auto_render(new.auto_render)
             self._apply_autosave_interval()
             self.undo_stack.byte_budget = new.undo_memory_mb << 20

@@ -22,7 +22,7 @@ from core.scene import SceneObject
 from core.transform import Transform3D
 from core.world import is_world_scene
 from editor.undo import PromptCommand, SettingCommand, TransformCommand
-from editor.worker import TaskDone, one_line
+from editor.worker import TaskDone, TaskSpec, one_line
 
 
 class RenderMixin:
@@ -321,18 +321,7 @@ class RenderMixin:
                 w.blockSignals(False)
 
     def free_model_memory(self) -> int:
-        """Unload every cached model in the worker (a running render is cancelled: latest wins)."""
-        factory = self.renderer_factory
-        segmenters = self._segmenters
-
-        def run(emit, token):
-            from core.ml.device import free_memory, unload_all
-
-            if hasattr(factory, "unload"):
-                factory.unload()  # the engines (and the identities they hold in memory)
-            segmenters.clear()
-            count = unload_all()  # every model in the shared cache: diffusion, depth, SAM
-            free_memory()
-            return count
-
-        return self.run_task("free memory", run, lambda n: self.statusBar().showMessage(f"Freed {n} loaded model(s); they load again when needed", 6000))
+        """Unload every cached model in the engine (a running render is cancelled: latest wins)."""
+        return self.run_task(
+            "free memory", TaskSpec("unload"), lambda n: self.statusBar().showMessage(f"Freed {n} loaded model(s); they load again when needed", 6000)
+        )

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from core import selection as sel
 from core.errors import ModelError
-from core.jobs import Progress
-from editor.worker import one_line
+from editor.worker import TaskSpec, one_line
 
 
 class ToolsMixin:
@@ -100,24 +99,13 @@ class ToolsMixin:
             return
         points = self.photo.segment_points() or [(x, y, label)]
         photo = self.scene.photo
-        device = self.settings.device
-        folders = list(self.settings.model_folders)
-        cache = self._segmenters
         target = self.model.selected_id
-
-        def run(emit, token):
-            from core.ml.segment import Segmenter
-
-            seg = cache.get(name)
-            if seg is None:
-                emit(Progress(stage="loading", step=0, total=1, message=f"loading {name}"))
-                seg = cache[name] = Segmenter(name, device=device, extra_dirs=folders)
-            token.check()
-            return seg.segment(photo, points=points)
+        params = {"name": name, "device": self.settings.device, "folders": list(self.settings.model_folders), "points": [list(p) for p in points]}
+        task = TaskSpec("segment", params, {"photo": photo})
 
         def done(mask) -> None:
             op = self.photo.tool_option("op")
             self.photo.clear_segment_points()
             self._on_mask_edited(None if op == "new" or not target else target, mask, "replace" if op == "new" else op, "segment")
 
-        self.run_task("segment", run, done)
+        self.run_task("segment", task, done)

@@ -8,12 +8,17 @@ Finished, Cancelled, Error, plus :class:`TaskDone` for tasks) are emitted throug
 :attr:`RenderWorker.event` as ``(job_id, event)``; the worker object lives in the GUI thread, so
 Qt queues the signal to it: slots run in the GUI thread and never block on model work.
 
-Renderers come from a *renderer factory* ``factory(request) -> Renderer`` called in the worker
-thread (so a diffusion model and torch are imported and loaded there, never in the GUI thread).
-:class:`ModelRendererFactory` is the real one: the Diffusion Handles engine when the (already
-resolved) request names a model on disk (created lazily, kept, so its identity cache survives
-between edits of one photo), the geometric renderer otherwise; the request carries the reason
-(and the fetch command), and the result's info repeats it.
+With ``engine_process=True`` (the editor's default) renders and named model tasks
+(:class:`core.worker.TaskSpec`: depth, segmentation, freeing memory) run in the engine's own
+process (:class:`core.worker.EngineProcess`): the worker thread only relays the job and its
+events, so the editor's interpreter and memory are not the model's; a crash or an out-of-memory
+kill of that process ends the job in a one-line error and the engine restarts
+(:attr:`RenderWorker.engineState`). Without it (tests with fake renderers, ``HANDLES_ENGINE=thread``)
+renderers come from a *renderer factory* ``factory(request) -> Renderer`` called in the worker
+thread. :class:`core.worker.ModelRendererFactory` is the real one in either place: the Diffusion
+Handles engine when the (already resolved) request names a model on disk (created lazily, kept,
+so its identity cache survives between edits of one photo), the geometric renderer otherwise;
+the request carries the reason (and the fetch command), and the result's info repeats it.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from core.errors import HandlesError, RenderCancelled
-from core.jobs import Cancelled, CancelToken, Error, Finished, Progress, Queued, RenderRequest
-from core.render import GeometricRenderer
+from core.errors import RenderCancelled
+from core.jobs import Cancelled, CancelToken, Error, Finished, Queued, RenderRequest
+from core.worker import EngineCrashError, EngineProcess, EngineState, ModelRendererFactory, TaskSpec, execute_render, one_line, run_task
+
+__all__ = ["ModelRendererFactory", "RenderWorker", "TaskDone", "TaskSpec", "one_line"]
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +60,11 @@ class _Job:
     token: CancelToken
     request: RenderRequest | None = None
     scene: Any = None
-    task: TaskFn | None = None
+    task: TaskFn | TaskSpec | None = None
     name: str = "render"
     #: the project's caches (name -> bytes) a renderer may reuse, e.g. a stored identity
     caches: dict = field(default_factory=dict)
     submitted: float = field(default_factory=time.monotonic)
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message, prefixed by its type unless it is a HandlesError."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, HandlesError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _describe(job: _Job) -> str:
@@ -77,37 +76,6 @@ def _describe(job: _Job) -> str:
         except Exception:  # noqa: BLE001 - a request that cannot be hashed still renders (and fails there if it must)
             key = ", request ?"
     return f"job {job.id} ({job.name}{key})"
-
-
-class ModelRendererFactory:
-    """Real renderer factory: the Diffusion Handles engine for a request that names a model on
-    disk, the geometric preview for one that does not (the request says why).
-
-    Called in the worker thread only. The request is already resolved (model folder, device,
-    precision, settings: :func:`core.request.resolve_request`); the one engine renderer keeps the
-    loaded model (one at a time) and the current photo's identity between requests.
-    """
-
-    def __init__(self) -> None:
-        self._engine = None
-        self._lock = threading.Lock()
-
-    def __call__(self, request: RenderRequest):
-        if request.geometric or not request.model_path:
-            return GeometricRenderer()
-        with self._lock:
-            if self._engine is None:
-                from core.ml.handles import DiffusionHandlesRenderer  # heavy: torch, diffusers
-
-                self._engine = DiffusionHandlesRenderer()
-            return self._engine
-
-    def unload(self) -> None:
-        with self._lock:
-            if self._engine is not None:
-                log.info("unloading the diffusion engine")
-                self._engine.clear()
-            self._engine = None
 
 
 class _Thread(QThread):
@@ -127,10 +95,15 @@ class RenderWorker(QObject):
     event = Signal(int, object)
     #: True while a job runs or waits
     busyChanged = Signal(bool)
+    #: the engine process's state (``core.worker.STATES``: starting, idle, busy, restarting, stopped)
+    engineState = Signal(str)
 
-    def __init__(self, renderer_factory: RendererFactory | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, renderer_factory: RendererFactory | None = None, parent: QObject | None = None, engine_process: bool = False) -> None:
         super().__init__(parent)
         self.renderer_factory: RendererFactory = renderer_factory or ModelRendererFactory()
+        #: the engine's own process (renders and model tasks run there), or None: in this thread
+        self.engine: EngineProcess | None = EngineProcess(on_state=self.engineState.emit, start=False) if engine_process else None
+        self._state = EngineState(factory=self.renderer_factory)
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._pending: _Job | None = None
@@ -152,8 +125,10 @@ class RenderWorker(QObject):
         self.event.emit(job.id, Queued(request))
         return job.id
 
-    def submit_task(self, name: str, fn: TaskFn) -> int:
-        """Queue ``fn(emit, token) -> result`` (runs in the worker thread; latest wins too)."""
+    def submit_task(self, name: str, fn: TaskFn | TaskSpec) -> int:
+        """Queue ``fn(emit, token) -> result`` (runs in the worker thread) or a named
+        :class:`core.worker.TaskSpec` (runs in the engine, its own process where it has one);
+        latest wins too."""
         job = _Job(id=next(self._ids), token=CancelToken(), task=fn, name=name)
         self._enqueue(job)
         return job.id
@@ -187,7 +162,10 @@ class RenderWorker(QObject):
                 self._current.token.cancel()
             self._pending = None
             self._cond.notify_all()
-        return self._thread.wait(timeout_ms)
+        stopped = self._thread.wait(timeout_ms)
+        if self.engine is not None:
+            self.engine.shutdown()
+        return stopped
 
     # ----- internals -----
     def _enqueue(self, job: _Job) -> None:
@@ -212,6 +190,11 @@ class RenderWorker(QObject):
             self.busyChanged.emit(busy)
 
     def _loop(self) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.start()  # now, so that the first render does not wait for it
+            except EngineCrashError as exc:
+                log.error("%s", exc)  # the first job tries again and reports it
         while True:
             with self._cond:
                 while self._pending is None and not self._stopping:
@@ -237,23 +220,30 @@ class RenderWorker(QObject):
         try:
             job.token.check()
             if job.task is not None:
-                result = job.task(emit, job.token)
+                if isinstance(job.task, TaskSpec):
+                    if self.engine is not None:
+                        result = self.engine.task(job.task, emit, job.token)
+                    else:
+                        result = run_task(self._state, job.task, emit, job.token)
+                else:
+                    result = job.task(emit, job.token)
                 job.token.check()
                 log.info("%s finished in %.2f s", what, time.monotonic() - started)
                 emit(TaskDone(job.name, result))
                 return
             request = job.request
-            emit(Progress(stage="loading", step=0, total=1, message="preparing the renderer"))
-            renderer = self.renderer_factory(request)
-            job.token.check()
-            t0 = time.monotonic()
-            result = renderer.render(job.scene, request, emit, job.token, caches=job.caches)
-            job.token.check()
-            info = {"renderer": getattr(renderer, "name", type(renderer).__name__), **result.info}
-            info.setdefault("seconds", round(time.monotonic() - t0, 3))
-            info.setdefault("geometric", isinstance(renderer, GeometricRenderer))
-            log.info("%s finished in %.2f s by %s", what, time.monotonic() - started, info["renderer"])
-            emit(Finished(request, result.image, info, dict(result.blobs)))
+            if self.engine is not None:
+                final = self.engine.render(job.scene, request, job.caches, emit, job.token)
+            else:
+                final = execute_render(self.renderer_factory, job.scene, request, job.caches, emit, job.token)
+            if isinstance(final, Finished):
+                job.token.check()
+                log.info("%s finished in %.2f s by %s", what, time.monotonic() - started, final.info.get("renderer"))
+            elif isinstance(final, Error):
+                log.error("%s failed in the engine after %.2f s: %s", what, time.monotonic() - started, final.message)
+            else:
+                log.info("%s cancelled after %.2f s", what, time.monotonic() - started)
+            emit(final)
         except RenderCancelled:
             log.info("%s cancelled after %.2f s", what, time.monotonic() - started)
             emit(Cancelled(job.request))

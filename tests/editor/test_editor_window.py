@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import time
 
 import numpy as np
@@ -828,6 +830,19 @@ def test_the_sample_renders_with_the_bundled_world_model_through_the_real_factor
         mask = sample_scene.object("box").mask
         assert np.abs(img[mask].astype(int) - sample_scene.photo[mask].astype(int)).mean() > 20
         assert np.array_equal(img[:40, -160:], sample_scene.photo[:40, -160:])
+        # it ran in the engine's own process, which stays up (models loaded) and says it is idle
+        engine = win.worker.engine
+        assert engine is not None and engine.pid not in (None, os.getpid()) and engine.state == "idle"
+        qtbot.waitUntil(lambda: win.status_engine.text() == "Engine idle", timeout=5000)
+        pid = engine.pid
+        # a killed engine restarts at once (the status bar says so) and the next render lands
+        os.kill(pid, signal.SIGKILL)
+        qtbot.waitUntil(lambda: engine.pid != pid and engine.state == "idle", timeout=30000)
+        assert engine.restarts == 1
+        box.transform = Transform3D(translation=(0.5, 0.0, 0.0))
+        win.request_render()
+        qtbot.waitUntil(lambda: len(win.doc.renders) == 2, timeout=120000)
+        assert engine.pid != pid and win.doc.renders[1].info["geometric"] is False
     finally:
         win.shutdown()
 

@@ -1,0 +1,211 @@
+"""The engine in a process of its own (core.worker): the same pixels as in-process, cancel,
+crash and restart, stored identities fetched only when needed, the wire format's refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import signal
+import socket
+import threading
+import time
+from multiprocessing.connection import Connection
+
+import numpy as np
+import pytest
+
+from core import wire
+from core.jobs import Cancelled, CancelToken, Error, Finished, Progress
+from core.sample import sample_scene
+from core.transform import Transform3D
+from core.worker import EngineCrashError, EngineProcess, ModelRendererFactory, TaskSpec, execute_render
+
+
+def _shm_blocks() -> set[str]:
+    return set(glob.glob("/dev/shm/psm_*"))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    states: list[str] = []
+    e = EngineProcess(on_state=states.append, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    e.states = states  # type: ignore[attr-defined]
+    yield e
+    e.shutdown()
+    assert e.state == "stopped"
+
+
+def _scene():
+    s = sample_scene()
+    s.objects[0].transform = Transform3D(translation=(0.25, 0.0, 0.0))
+    return s
+
+
+def _request(scene, preset="fast", steps=4, seed=0):
+    from core.request import resolve_request
+    from core.settings import Settings
+
+    req = resolve_request(scene, {"preset": preset, "steps": steps, "seed": seed}, Settings(device="cpu"))
+    if preset != "geometric":
+        assert req.model == "world" and req.model_path, "the sample renders with the bundled world model"
+    return req
+
+
+def test_the_engine_starts_in_its_own_process_and_reports_idle(engine):
+    assert engine.pid and engine.pid != os.getpid()
+    assert engine.states[:2] == ["starting", "idle"]
+
+
+def test_a_render_in_the_engine_process_equals_the_same_render_in_this_process(engine):
+    scene = _scene()
+    req = _request(scene)
+    events = []
+    remote = engine.render(scene, req, {}, events.append, CancelToken())
+    assert isinstance(remote, Finished), remote
+    assert remote.request is req and remote.info["renderer"] == "diffusion-handles" and not remote.info["geometric"]
+    assert any(isinstance(e, Progress) and e.stage == "render" for e in events)
+    local = execute_render(ModelRendererFactory(), scene, req, {}, lambda e: None, CancelToken())
+    assert remote.image.shape == local.image.shape and np.array_equal(remote.image, local.image)
+    assert set(remote.blobs) == set(local.blobs) and all(remote.blobs[k] == local.blobs[k] for k in local.blobs)
+    assert engine.state == "idle"
+
+
+def test_a_stored_identity_crosses_only_when_the_renderer_asks_for_it(engine):
+    scene = _scene()
+    req = _request(scene, seed=1)
+    first = engine.render(scene, req, {}, lambda e: None, CancelToken())
+    ((name, data),) = first.blobs.items()
+    engine.task(TaskSpec("unload"), lambda e: None, CancelToken())  # the engine forgets it
+
+    class Watched(dict):
+        reads: list = []
+
+        def __getitem__(self, key):
+            self.reads.append(key)
+            return dict.__getitem__(self, key)
+
+    caches = Watched({name: data, "render:unrelated": b"x" * 1000})
+    again = engine.render(scene, req, caches, lambda e: None, CancelToken())
+    assert isinstance(again, Finished) and again.info["identity_reused"] == "stored"
+    assert Watched.reads == [name]  # the other cache never travelled
+    assert np.array_equal(again.image, first.image) and again.blobs == {}
+
+
+def test_cancel_reaches_the_engine_at_its_next_step(engine):
+    scene = _scene()
+    req = _request(scene, steps=12, seed=2)
+    token = CancelToken()
+    t = {}
+
+    def emit(ev):
+        if isinstance(ev, Progress) and ev.stage in ("identity", "render") and "at" not in t:
+            t["at"] = time.monotonic()
+            token.cancel()
+
+    final = engine.render(scene, req, {}, emit, token)
+    assert isinstance(final, Cancelled) and final.request is req
+    assert time.monotonic() - t["at"] < 10.0
+    # the engine still works afterwards
+    assert isinstance(engine.render(scene, _request(scene, "geometric"), {}, lambda e: None, CancelToken()), Finished)
+
+
+def test_a_killed_engine_is_a_one_line_error_and_restarts(engine):
+    scene = _scene()
+    req = _request(scene, steps=12, seed=3)
+    old = engine.pid
+
+    def kill(ev):
+        if isinstance(ev, Progress) and ev.stage in ("identity", "render"):
+            os.kill(engine.pid, signal.SIGKILL)
+
+    before = _shm_blocks()
+    with pytest.raises(EngineCrashError) as info:
+        engine.render(scene, req, {}, kill, CancelToken())
+    msg = str(info.value)
+    assert "\n" not in msg and "killed by signal 9" in msg and "restarts" in msg
+    deadline = time.monotonic() + 60
+    while engine.state != "idle" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.state == "idle" and engine.pid != old and "restarting" in engine.states
+    fin = engine.render(scene, _request(scene, "geometric"), {}, lambda e: None, CancelToken())
+    assert isinstance(fin, Finished) and fin.info["geometric"]
+    assert _shm_blocks() <= before  # nothing left behind in shared memory
+
+
+def test_a_failing_task_is_an_error_and_an_unknown_task_is_named(engine):
+    with pytest.raises(Exception) as info:
+        engine.task(TaskSpec("no-such-task"), lambda e: None, CancelToken())
+    assert "unknown engine task 'no-such-task'" in str(info.value)
+    with pytest.raises(Exception) as info:
+        engine.task(TaskSpec("depth", {"model": "/nonexistent/depth-model"}, {"photo": np.zeros((8, 8, 3), np.uint8)}), lambda e: None, CancelToken())
+    assert "\n" not in str(info.value).strip()
+    assert engine.state == "idle"
+
+
+def test_an_error_in_a_render_comes_back_as_an_error_event(engine):
+    scene = _scene()
+    req = dataclasses.replace(_request(scene), model_path="/nonexistent/model")
+    final = engine.render(scene, req, {}, lambda e: None, CancelToken())
+    assert isinstance(final, Error) and final.message and "\n" not in final.message
+
+
+# ----------------------------------------------------------------------------- the wire
+def _pair():
+    a, b = socket.socketpair()
+    return Connection(a.detach()), Connection(b.detach())
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_arrays_cross_exactly_by_socket_and_by_shared_memory(local):
+    a, b = _pair()
+    big = np.random.default_rng(0).integers(0, 255, (700, 800, 3), dtype=np.uint8)  # > 1 MB
+    small = np.arange(12, dtype=np.float32).reshape(3, 4)
+    before = _shm_blocks()
+    sent: list = []  # a sender of its own: inline, a big array fills the socket until it is read
+    t = threading.Thread(
+        target=lambda: sent.append(wire.send(a, "x", {"v": 1.5, "nan": float("nan")}, {"big": big, "small": small, "mask": small > 3}, local=local))
+    )
+    t.start()
+    kind, header, arrays = wire.recv(b)
+    t.join(10)
+    assert bool(sent[0]) == local
+    assert kind == "x" and header == {"v": 1.5, "nan": "nan"}
+    assert np.array_equal(arrays["big"], big) and np.array_equal(arrays["small"], small) and arrays["mask"].dtype == bool
+    assert _shm_blocks() <= before  # the receiver unlinked what it read
+
+
+def test_the_wire_refuses_what_it_cannot_carry_safely():
+    a, b = _pair()
+    with pytest.raises(wire.WireError, match="dtype object"):
+        wire.send(a, "x", {}, {"o": np.array([object()])})
+    a.send_bytes(b"not json")
+    with pytest.raises(wire.WireError, match="malformed engine message"):
+        wire.recv(b)
+    a.send_bytes(b'{"kind": "x", "header": {}, "arrays": {"p": {"dtype": "object", "shape": [1]}}}')
+    with pytest.raises(wire.WireError, match="not allowed"):
+        wire.recv(b)
+    a.send_bytes(b'{"kind": "x", "header": {}, "arrays": {"p": {"dtype": "uint8", "shape": [4]}}}')
+    a.send_bytes(b"abc")
+    with pytest.raises(wire.WireError, match="3 bytes"):
+        wire.recv(b)
+    a.send_bytes(b'{"kind": "x", "header": {}, "arrays": {"p": {"dtype": "uint8", "shape": [4], "shm": "psm_gone_0"}}}')
+    with pytest.raises(wire.WireError, match="gone"):
+        wire.recv(b)
+
+
+def test_a_scene_crosses_the_wire_whole():
+    s = _scene()
+    s.variants = {"left": {s.objects[0].name: Transform3D(translation=(0.1, 0.0, 0.0))}}
+    s.background_depth = s.depth + 1.0
+    a, b = _pair()
+    header, arrays = wire.scene_to_wire(s)
+    t = threading.Thread(target=wire.send, args=(a, "scene", header, arrays))  # inline arrays fill the socket until read
+    t.start()
+    _, h, arr = wire.recv(b)
+    t.join(10)
+    t = wire.scene_from_wire(h, arr)
+    assert np.array_equal(t.photo, s.photo) and np.array_equal(t.depth, s.depth) and np.array_equal(t.background_depth, s.background_depth)
+    assert [(o.id, o.name, o.visible, o.transform) for o in t.objects] == [(o.id, o.name, o.visible, o.transform) for o in s.objects]
+    assert all(np.array_equal(o.mask, p.mask) for o, p in zip(t.objects, s.objects))
+    assert t.camera == s.camera and t.variants == s.variants and t.prompt == s.prompt
