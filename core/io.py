@@ -36,6 +36,11 @@ never overflows) are an InputError that says how many there are and where (bound
 pixel), unless ``repair=True``, which gives every invalid pixel the value of its nearest valid
 pixel. The values are checked in the file's own type, before the cast to float32.
 
+Memory follows the declared size, not more: values are checked and depth edges found in strips of
+rows (:data:`STRIP_PIXELS`), and photos are converted to RGB strip by strip, so a 100-megapixel
+depth map costs about 1 GB at the peak and a 100-megapixel photo with its mask and depth about
+1.3 GB (they took 3.9 and 4.2 GB).
+
 A damaged EXR file is one line of ours too: what OpenEXR prints about it (past Python, on the
 process's stderr and stdout) is captured (:func:`captured_library_output`), logged, and its first
 complaint named in the InputError; a file it reads only partly is refused the same way.
@@ -106,6 +111,9 @@ DEPTH_SCALE_KEY = "handles:depth_scale"
 EXR_DEPTH_CHANNELS = ("Z", "depth", "Depth", "DEPTH", "distance", "Y", "R", "D", "V")
 #: relative second difference of disparity (1/z) above which a source pixel is a depth edge
 EDGE_THRESHOLD = 0.05
+#: pixels of a depth map whose values are checked (and edges found) at a time: the temporaries of
+#: a 100-megapixel map stay a few tens of MB instead of gigabytes
+STRIP_PIXELS = 1 << 22
 
 
 def _name(path) -> str:
@@ -306,42 +314,81 @@ def open_image(path, what: str = "photo", formats=PHOTO_FORMATS, max_pixels: int
         raise
 
 
+def _image_strips(im) -> Iterator[tuple[int, int, PILImage]]:
+    """``(y0, y1, strip)``: a Pillow image cut into strips of rows of about :data:`STRIP_PIXELS`
+    pixels (each strip closed after use), for conversions that never hold a second full copy."""
+    w, h = im.size
+    for y0, y1 in _row_strips(h, w):
+        strip = im.crop((0, y0, w, y1))
+        try:
+            yield y0, y1, strip
+        finally:
+            strip.close()
+
+
+def _gray_to_rgb(im) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float single-channel image -> (H, W, 3) uint8, scaled to 8 bits
+    by its nominal range (16-bit: /257; 32-bit integers over 255: /257; floats in [0, 1]: *255)."""
+    mode = im.mode
+    w, h = im.size
+    divisor, scale = 1.0, 1.0  # integers are divided, floats multiplied (as their first reader did)
+    if mode.startswith("I;16"):
+        divisor = 257.0
+    else:  # "I" and "F": the range depends on the largest value (NaN and infinities count as 0)
+        amax = 0.0
+        for _, _, strip in _image_strips(im):
+            a = np.asarray(strip)
+            if a.size:
+                a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0) if mode == "F" else a
+                amax = max(amax, float(a.max()))
+        if mode == "I":
+            divisor = 257.0 if amax > 255 else 1.0
+        else:
+            scale = 255.0 if amax <= 1.0 else 1.0
+    out = np.empty((h, w, 3), np.uint8)
+    for y0, y1, strip in _image_strips(im):
+        a = np.asarray(strip)
+        if mode == "F":
+            g = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0) * scale
+        else:
+            g = a.astype(np.float32) / divisor
+        out[y0:y1] = np.clip(np.rint(g), 0, 255).astype(np.uint8)[:, :, None]
+    return out
+
+
 def _to_rgb_and_alpha(im) -> tuple[np.ndarray, np.ndarray | None]:
-    """Any Pillow image -> (H, W, 3) uint8 RGB and an optional (H, W) float32 alpha in [0, 1]."""
+    """Any Pillow image -> (H, W, 3) uint8 RGB and an optional (H, W) float32 alpha in [0, 1].
+
+    Converted in strips of rows (:func:`_image_strips`): the peak is the decoded image plus the
+    arrays returned, never a second converted copy of a 100-megapixel photo."""
 
     mode = im.mode
     alpha = None
     # integer and float single-channel modes: scale to 8 bits by their nominal range
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im)
-        if mode.startswith("I;16"):
-            g = a.astype(np.float32) / 257.0
-        elif mode == "I":
-            amax = float(a.max()) if a.size else 0.0
-            g = a.astype(np.float32) / (257.0 if amax > 255 else 1.0)
-        else:  # "F": [0, 1] floats, or already 0..255
-            a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-            amax = float(a.max()) if a.size else 0.0
-            g = a * (255.0 if amax <= 1.0 else 1.0)
-        g = np.clip(np.rint(g), 0, 255).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2), None
-    if "transparency" in im.info and mode in ("P", "L", "RGB"):
-        im = im.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA") if mode != "RGBA" else im
-        arr = np.asarray(rgba)
-        a = arr[:, :, 3]
-        if a.min() < 255:
-            alpha = a.astype(np.float32) / 255.0
-        return np.ascontiguousarray(arr[:, :, :3]), alpha
-    if mode != "RGB":
-        im = _icc_to_srgb(im, "RGB") if im.info.get("icc_profile") else im
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-    else:
-        im = _icc_to_srgb(im, "RGB") if im.info.get("icc_profile") else im
-    return np.asarray(im, dtype=np.uint8).copy(), alpha
+        return _gray_to_rgb(im), None
+    w, h = im.size
+    rgb = np.empty((h, w, 3), np.uint8)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or ("transparency" in im.info and mode in ("P", "L", "RGB")):
+        a8 = np.empty((h, w), np.uint8)
+        for y0, y1, strip in _image_strips(im):
+            rgba = strip.convert("RGBA") if strip.mode != "RGBA" else strip
+            arr = np.asarray(rgba)
+            rgb[y0:y1] = arr[:, :, :3]
+            a8[y0:y1] = arr[:, :, 3]
+            if rgba is not strip:
+                rgba.close()
+        if a8.size and a8.min() < 255:
+            alpha = a8.astype(np.float32) / 255.0
+        return rgb, alpha
+    if im.info.get("icc_profile"):
+        im = _icc_to_srgb(im, "RGB")
+    for y0, y1, strip in _image_strips(im):
+        conv = strip.convert("RGB") if strip.mode != "RGB" else strip
+        rgb[y0:y1] = np.asarray(conv, dtype=np.uint8)
+        if conv is not strip:
+            conv.close()
+    return rgb, alpha
 
 
 def _icc_to_srgb(im: PILImage, out_mode: str) -> PILImage:
@@ -404,6 +451,8 @@ def load_photo(path, long_side: int = 512) -> LoadedPhoto:
                 im = ImageOps.exif_transpose(src) or src
             except Exception:  # noqa: BLE001 - a broken EXIF block: keep the stored orientation
                 im = src
+            if im is not src:  # a turned copy: the stored pixels are not needed any more
+                src.close()
             original, alpha_full = _to_rgb_and_alpha(im)
     finally:
         if im is not src:
@@ -667,11 +716,15 @@ def _read_npy(path: Path) -> np.ndarray:
     return a  # its own type: the values are checked before the cast to float32 (prepare_depth)
 
 
-def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
-    """(invalid mask, description) for NaN, infinite, zero, negative values and values outside
-    :data:`MIN_DEPTH`..:data:`MAX_DEPTH`, or None when all are valid. ``values`` may have any
-    numeric type (checked before any cast to float32, which would turn 1e300 into inf)."""
-    a = np.asarray(values)
+def _row_strips(height: int, width: int):
+    """``(y0, y1)`` row ranges of about :data:`STRIP_PIXELS` pixels each, covering ``height`` rows."""
+    rows = max(1, STRIP_PIXELS // max(1, int(width)))
+    for y0 in range(0, int(height), rows):
+        yield y0, min(int(height), y0 + rows)
+
+
+def _invalid_kinds(a: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The masks of each kind of invalid value in ``a`` (any numeric type), by name."""
     if a.dtype.kind in "fc":
         nan = np.isnan(a)
         inf = np.isinf(a)
@@ -683,16 +736,39 @@ def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
         neg = a < 0
         big = (a > hi) & ~inf
         small = (a > 0) & (a < lo)
-    bad = nan | inf | zero | neg | big | small
-    n = int(bad.sum())
-    if n == 0:
+    return [("NaN", nan), ("infinite", inf), ("zero", zero), ("negative", neg), (f"over {MAX_DEPTH:g}", big), (f"under {MIN_DEPTH:g}", small)]
+
+
+def invalid_summary(values: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """(invalid mask, description) for NaN, infinite, zero, negative values and values outside
+    :data:`MIN_DEPTH`..:data:`MAX_DEPTH`, or None when all are valid. ``values`` may have any
+    numeric type (checked before any cast to float32, which would turn 1e300 into inf).
+
+    The (H, W) map is checked in strips of rows (:data:`STRIP_PIXELS`), so the temporaries stay
+    small for a 100-megapixel map; the mask is made only when a value is invalid."""
+    a = np.asarray(values)
+    if a.ndim != 2:
+        raise ValueError(f"invalid_summary needs a 2-D array, got shape {a.shape}")
+    counts: dict[str, int] = {}  # every kind, in order, from the first strip with an invalid value
+    bad: np.ndarray | None = None
+    for y0, y1 in _row_strips(a.shape[0], a.shape[1]):
+        kinds = _invalid_kinds(a[y0:y1])
+        strip = kinds[0][1] | kinds[1][1] | kinds[2][1] | kinds[3][1] | kinds[4][1] | kinds[5][1]
+        if not strip.any():
+            continue
+        if bad is None:
+            bad = np.zeros(a.shape, bool)
+        bad[y0:y1] = strip
+        for name, m in kinds:
+            counts[name] = counts.get(name, 0) + int(np.count_nonzero(m))
+    if bad is None:
         return None
+    n = int(np.count_nonzero(bad))
     rows = np.flatnonzero(bad.any(axis=1))
     cols = np.flatnonzero(bad.any(axis=0))
-    fi = int(np.flatnonzero(bad.ravel())[0])
+    fi = int(np.argmax(bad.ravel()))  # the first True
     fy, fx = divmod(fi, a.shape[1])
-    kinds = (("NaN", nan), ("infinite", inf), ("zero", zero), ("negative", neg), (f"over {MAX_DEPTH:g}", big), (f"under {MIN_DEPTH:g}", small))
-    parts = [f"{k} {int(m.sum())}" for k, m in kinds if m.any()]
+    parts = [f"{k} {c}" for k, c in counts.items() if c]
     desc = (
         f"{n} invalid value{'s' if n != 1 else ''} of {a.size} ({', '.join(parts)}) in rows "
         f"{rows[0]}-{rows[-1]}, columns {cols[0]}-{cols[-1]}; first at x={fx}, y={fy}"
@@ -780,15 +856,16 @@ def prepare_depth(
         if mask.all():
             raise InputError(f"{source}: no valid {what} value at all, nothing to repair from")
         a = fill_nearest(a, mask)
-    a = a.astype(np.float32, copy=True)  # every value is now in range: no overflow
+    a = a.astype(np.float32, copy=False)  # every value is now in range: no overflow
     if kind == "disparity":
         with np.errstate(over="ignore"):
-            a = (1.0 / a.astype(np.float64)).astype(np.float32)
+            a = np.divide(np.float32(1.0), a, dtype=np.float32)  # in range: 1/z of 1e-12..1e12 is too
         if not np.isfinite(a).all():
             raise InputError(f"{source}: disparity too small to invert into a finite depth")
-    if size is not None:
+    if size is not None and (a.shape[1], a.shape[0]) != (int(size[0]), int(size[1])):
         a = resize_depth(a, size)
-    return np.ascontiguousarray(a, dtype=np.float32)
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return a.copy() if np.may_share_memory(a, values) else a  # never the caller's own array
 
 
 def _aspect_interval(width: int, height: int, tol: float = ASPECT_TOLERANCE) -> tuple[float, float]:
@@ -871,23 +948,41 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     H, W = d.shape
     if (H, W) == (h, w):
         return d.copy()
+    edge_src = _depth_edges(d)
     smooth = resize_float(d, (w, h))
-    near = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.Resampling.NEAREST))
-    disp = 1.0 / np.maximum(d.astype(np.float64), 1e-30)
-    score = np.zeros((H, W))
-    if W >= 3:
-        score[:, 1:-1] = np.abs(disp[:, :-2] - 2.0 * disp[:, 1:-1] + disp[:, 2:])
-    if H >= 3:
-        score[1:-1, :] = np.maximum(score[1:-1, :], np.abs(disp[:-2, :] - 2.0 * disp[1:-1, :] + disp[2:, :]))
-    edge_src = score > EDGE_THRESHOLD * disp
     if not edge_src.any():
         return smooth
+    near = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.Resampling.NEAREST))
     # an output pixel is at an edge when its source footprint (plus a pixel of margin) holds one
     fy = max(1, int(math.ceil(H / h)) + 2)
     fx = max(1, int(math.ceil(W / w)) + 2)
-    near_edge = maximum_filter(edge_src.astype(np.uint8), size=(fy, fx), mode="nearest")
-    edge = np.asarray(Image.fromarray(near_edge * np.uint8(255), mode="L").resize((w, h), Image.Resampling.NEAREST)) > 0
+    near_edge = maximum_filter(edge_src.view(np.uint8), size=(fy, fx), mode="nearest")
+    del edge_src
+    np.multiply(near_edge, np.uint8(255), out=near_edge)
+    edge = np.asarray(Image.fromarray(near_edge, mode="L").resize((w, h), Image.Resampling.NEAREST)) > 0
     return np.where(edge, near, smooth).astype(np.float32)
+
+
+def _depth_edges(d: np.ndarray) -> np.ndarray:
+    """The (H, W) bool map of depth-edge pixels of ``d`` (see the module docstring), found in strips
+    of rows (:data:`STRIP_PIXELS`, each with a row of context above and below): the float64
+    disparities and second differences never exist for the whole map at once."""
+    H, W = d.shape
+    edges = np.zeros((H, W), bool)
+    for y0, y1 in _row_strips(H, W):
+        lo, hi = max(0, y0 - 1), min(H, y1 + 1)
+        disp = 1.0 / np.maximum(d[lo:hi].astype(np.float64), 1e-30)
+        mid = disp[y0 - lo : y1 - lo]  # the strip's own rows
+        score = np.zeros(mid.shape)
+        if W >= 3:
+            score[:, 1:-1] = np.abs(mid[:, :-2] - 2.0 * mid[:, 1:-1] + mid[:, 2:])
+        r0, r1 = max(y0, 1), min(y1, H - 1)  # rows with a neighbour above and below
+        if H >= 3 and r1 > r0:
+            ydiff = np.abs(disp[r0 - 1 - lo : r1 - 1 - lo] - 2.0 * disp[r0 - lo : r1 - lo] + disp[r0 + 1 - lo : r1 + 1 - lo])
+            part = score[r0 - y0 : r1 - y0]
+            np.maximum(part, ydiff, out=part)
+        edges[y0:y1] = score > EDGE_THRESHOLD * mid
+    return edges
 
 
 # --------------------------------------------------------------------------- depth: writing

@@ -375,3 +375,97 @@ def test_load_depth_to_a_working_size_refuses_a_gross_mismatch(tmp_path):
     np.save(tmp_path / "w.npy", np.ones((1080, 1920), np.float32))
     assert cio.load_depth(tmp_path / "w.npy", size=(512, 320)).shape == (320, 512)
     assert cio.prepare_depth(np.ones((320, 512), np.float32), size=(256, 192)).shape == (192, 256)  # 1.6 -> 256x192
+
+
+# ----------------------------------------------------------------------------- 6: memory under the pixel cap
+def test_a_100_megapixel_depth_under_the_cap_imports_in_bounded_memory(tmp_path):
+    """A 220 KB EXR of 10000x10000 (the cap) for a small photo: accepted and resampled, under 1.5 GB
+    of address space (it took 3.9 GB: full-size float64 disparities and masks in the value check
+    and the edge-aware resize)."""
+    folder = make_dh_folder(tmp_path / "scene")
+    constant_exr(folder / "depth.exr", 10_000, 10_000, {"Y": 3.0})
+    assert (folder / "depth.exr").stat().st_size < 1_000_000
+    out, cpu_s = run_limited(
+        f"""
+        import sys
+        from core.cli import main
+        sys.exit(main(["import-scene", {str(folder)!r}, "-o", {str(tmp_path / "p.handles")!r}]))
+        """,
+        mem_mb=1500,
+    )
+    assert "wrote" in out and "MemoryError" not in out and "error" not in out, out
+    assert cpu_s < 30, cpu_s
+
+
+def test_a_100_megapixel_photo_mask_and_depth_import_in_bounded_memory(tmp_path):
+    """The largest photo accepted, with its mask and depth (under 1 MB in all): under 2 GB of
+    address space (it took 4.2 GB)."""
+    from tests.core.test_hostile_projects import png_zeros
+
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    (folder / "input.png").write_bytes(png_zeros(10_000, 10_000))
+    mask = Image.new("L", (10_000, 10_000), 0)
+    mask.paste(255, (3000, 3000, 6000, 6000))
+    mask.save(folder / "mask.png")
+    del mask
+    constant_exr(folder / "depth.exr", 10_000, 10_000, {"Y": 3.0})
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
+    out, cpu_s = run_limited(
+        f"""
+        import sys
+        from core.cli import main
+        sys.exit(main(["import-scene", {str(folder)!r}, "-o", {str(tmp_path / "p.handles")!r}]))
+        """,
+        mem_mb=2048,
+    )
+    assert "wrote" in out and "(512x512, 0 variants)" in out and "MemoryError" not in out, out
+    assert cpu_s < 30, cpu_s
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "PT", "L", "I;16", "I", "F", "CMYK", "1"])
+def test_photos_converted_in_strips_are_the_photos_converted_whole(tmp_path, monkeypatch, mode):
+    """The strip-by-strip conversion (a second full copy of a 100 MP photo is never made) gives the
+    very pixels of a whole-image conversion: strips of 7 rows against one strip."""
+    rng = np.random.default_rng(5)
+    h, w = 45, 31
+    if mode in ("I;16", "I"):
+        im = Image.fromarray(rng.integers(0, 65535, (h, w)).astype(np.uint16 if mode == "I;16" else np.int32))
+    elif mode == "F":
+        im = Image.fromarray(rng.random((h, w), dtype=np.float32))
+    elif mode in ("P", "PT"):
+        im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert("P")
+        if mode == "PT":
+            im.info["transparency"] = 7
+    else:
+        im = Image.fromarray(rng.integers(0, 255, (h, w, 4), dtype=np.uint8), "RGBA").convert(mode)
+    assert im.mode == ("P" if mode == "PT" else mode)
+    path = tmp_path / ("p.tif" if mode in ("I;16", "I", "F", "CMYK") else "p.png")
+    im.save(path)
+    whole = cio.load_photo(path, long_side=64)
+    monkeypatch.setattr(cio, "STRIP_PIXELS", 7 * w)
+    strips = cio.load_photo(path, long_side=64)
+    np.testing.assert_array_equal(strips.original, whole.original)
+    assert (strips.alpha is None) == (whole.alpha is None)
+    if whole.alpha is not None:
+        np.testing.assert_array_equal(strips.alpha, whole.alpha)
+
+
+def test_depth_checked_and_resized_in_strips_is_the_depth_checked_whole(monkeypatch):
+    """Edges found strip by strip (with a row of context each side) and invalid values counted
+    strip by strip: the same resized depth and the same message as in one pass."""
+    rng = np.random.default_rng(2)
+    d = np.full((101, 77), 6.0, np.float32)
+    d[20:70, 10:40] = 2.0  # a box: depth edges across many strips
+    d += rng.random(d.shape, dtype=np.float32) * 0.01
+    bad = d.copy()
+    bad[[3, 50, 99], [5, 30, 70]] = [np.nan, -1.0, 0.0]
+    whole = cio.resize_depth(d, (40, 52))
+    with pytest.raises(InputError) as e_whole:
+        cio.prepare_depth(bad)
+    monkeypatch.setattr(cio, "STRIP_PIXELS", 5 * 77)
+    np.testing.assert_array_equal(cio.resize_depth(d, (40, 52)), whole)
+    with pytest.raises(InputError) as e_strips:
+        cio.prepare_depth(bad)
+    assert str(e_strips.value) == str(e_whole.value)
+    assert "3 invalid values" in str(e_whole.value) and "NaN 1" in str(e_whole.value)
