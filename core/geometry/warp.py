@@ -340,10 +340,34 @@ def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
+#: points whose footprints are expanded into candidates at a time: the per-candidate temporaries
+#: (a dozen arrays of one to a few entries per point) stay about a hundred MB for any object size
+FOOTPRINT_CHUNK = 1 << 19
+
+
 def _footprints(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=None) -> tuple[np.ndarray, ...]:
     """Candidates of the footprint part ``u in [ulo, uhi], v in [vlo, vhi]`` (source pixels, about
     the point) of every point, mapped with ``ju = (dx, dy, dz)/dcol`` and ``jv`` per point.
-    Returns (pix, z, point index, u, v); ``index`` maps local point numbers to the object's."""
+    Returns (pix, z, point index, u, v); ``index`` maps local point numbers to the object's.
+
+    Points are taken :data:`FOOTPRINT_CHUNK` at a time, in order, so the result is the same as in
+    one pass while the temporaries stay bounded."""
+    n = len(tx)
+    if n <= FOOTPRINT_CHUNK:
+        return _footprints_chunk(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index)
+    parts = []
+    for a in range(0, n, FOOTPRINT_CHUNK):
+        sl = slice(a, min(n, a + FOOTPRINT_CHUNK))
+        pix, z, gi, u, v = _footprints_chunk(
+            tx[sl], ty[sl], tz[sl], ok[sl], tuple(c[sl] for c in ju), tuple(c[sl] for c in jv), ulo, uhi, vlo, vhi, shape, None
+        )
+        gi = gi + a  # local to the chunk -> local to the call
+        parts.append((pix, z, gi if index is None else index[gi], u, v))
+    return tuple(np.concatenate([p[c] for p in parts]) for c in range(5))
+
+
+def _footprints_chunk(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=None) -> tuple[np.ndarray, ...]:
+    """:func:`_footprints` for one chunk of points."""
     h, w = shape
     jux, juy, juz = ju
     jvx, jvy, jvz = jv

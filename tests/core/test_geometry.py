@@ -294,6 +294,21 @@ def test_moved_silhouette_has_no_cracks(transform):
     assert np.isfinite(f.tgt_x).all() and f.visible.mean() > 0.99
 
 
+@pytest.mark.parametrize("transform", [Transform3D.from_axis_angle((1.0, 1.0, 0.2), 35.0, translation=(0.2, 0.1, -1.0)), Transform3D(scale=2.5)])
+def test_footprints_expanded_in_chunks_give_the_same_plan(monkeypatch, transform):
+    """Points are splatted FOOTPRINT_CHUNK at a time (the candidate temporaries of a magnified
+    object over a 1536 px photo stay bounded): chunks of 97 points give the plan of one pass."""
+    s = make_scene(objects=(("a", (44, 84, 66, 126), 4.0),))
+    s.objects[0].transform = transform
+    whole = warp.plan(s)
+    warp.clear_cache()
+    monkeypatch.setattr(warp, "FOOTPRINT_CHUNK", 97)
+    chunked = warp.plan(s)
+    for name in ("edited_depth", "hole", "target_object", "src_x", "src_y"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(chunked.flows[0].visible, whole.flows[0].visible)
+
+
 def test_scale_two_quadruples_the_area():
     s = make_scene(objects=(("a", (44, 84, 66, 126), 4.0),))
     s.objects[0].transform = Transform3D(scale=2.0)
