@@ -77,7 +77,7 @@ from core.atomic import (  # noqa: F401 - the temporaries' names and ages, re-ex
 from core.atomic import remove_dead_temps as _remove_dead_temps
 from core.camera import Camera
 from core.errors import HandlesError, ProjectError
-from core.io import check_file
+from core.io import MAX_LONG_SIDE, check_file
 from core.scene import Scene, SceneObject, new_id
 from core.transform import Transform3D
 
@@ -1371,6 +1371,11 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
     w, h = camera.width, camera.height
     if w * h > MAX_IMAGE_PIXELS:
         raise r._err(M, f"scene.camera: size {w}x{h} is not allowed")
+    if max(w, h) > MAX_LONG_SIDE:  # the editor, preview and render would need gigabytes for it
+        raise r._err(
+            M,
+            f"the working resolution is {w}x{h}, over the {MAX_LONG_SIDE}-pixel long side this version works at; import the scene again at a smaller --long-side",
+        )
     decoded: dict[tuple[str, str], np.ndarray] = {}  # each entry decoded once
 
     def image(entry: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:

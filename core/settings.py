@@ -51,7 +51,8 @@ class Settings:
     # rendering
     device: str = "auto"
     precision: str = "auto"
-    #: long side in pixels of the working resolution of new scenes (a multiple of 64)
+    #: long side in pixels of the working resolution of new scenes (a multiple of 64, from 128 to
+    #: :data:`core.io.MAX_LONG_SIDE`)
     working_resolution: int = 512
     default_steps: int = 25
     default_preset: str = "default"
@@ -80,12 +81,14 @@ class Settings:
     # ----- validation -----
     def validated(self) -> Settings:
         """A copy with every out-of-range value replaced by its default (and a warning)."""
+        from core.io import MAX_LONG_SIDE
+
         d = Settings()
         out = Settings(**asdict(self))
         checks = {
             "device": lambda v: v in DEVICES,
             "precision": lambda v: v in PRECISIONS,
-            "working_resolution": lambda v: 128 <= v <= 2048 and v % 64 == 0,
+            "working_resolution": lambda v: 128 <= v <= MAX_LONG_SIDE and v % 64 == 0,
             "default_steps": lambda v: 1 <= v <= 1000,
             "default_preset": lambda v: v in PRESETS,
             "preview_every": lambda v: 0 <= v <= 1000,

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.io import MAX_LONG_SIDE
 from core.settings import DEVICES, PRECISIONS, PRESETS, Settings
 
 ROLE_LABELS = {"renderer": "Renderer", "depth": "Depth", "segmenter": "Segmentation", "controlnet": "ControlNet", "lora": "LoRA"}
@@ -212,7 +213,7 @@ class SettingsDialog(QDialog):
         self.precision.setCurrentText(s.precision)
         self.precision.setToolTip("auto: fp16/bf16 on GPUs, fp32 on CPUs")
         self.resolution = QSpinBox()
-        self.resolution.setRange(128, 2048)
+        self.resolution.setRange(128, MAX_LONG_SIDE)
         self.resolution.setSingleStep(64)
         self.resolution.setSuffix(" px")
         self.resolution.setValue(s.working_resolution)

@@ -28,4 +28,4 @@ def long_side_arg(text: str) -> int:
 
 
 #: the help of ``--long-side``, sharing its range with ``core.io`` (kept light to import: no numpy here)
-LONG_SIDE_RANGE = "64 to 4096"
+LONG_SIDE_RANGE = "64 to 1536"

@@ -48,8 +48,10 @@ def cmd_sample(args) -> int:
     from core.sample import sample_scene
 
     out = _out_path(args.output, ".handles")
-    if args.width % 64 or args.height % 64 or args.width <= 0 or args.height <= 0:
-        raise InputError(f"--width and --height must be positive multiples of 64, got {args.width}x{args.height}")
+    from core.io import MAX_LONG_SIDE
+
+    if args.width % 64 or args.height % 64 or args.width <= 0 or args.height <= 0 or max(args.width, args.height) > MAX_LONG_SIDE:
+        raise InputError(f"--width and --height must be multiples of 64 from 64 to {MAX_LONG_SIDE}, got {args.width}x{args.height}")
     if args.world_seed is not None:
         from core.world import layout_scene, random_layout
 
@@ -148,8 +150,8 @@ def register(subparsers) -> None:
         description="Render the built-in 3D sample scene (box, sphere, cylinder) and save it as a project.",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.handles", help="project file to write")
-    p.add_argument("--width", type=int, default=640, help="image width in pixels (multiple of 64; default 640)")
-    p.add_argument("--height", type=int, default=448, help="image height in pixels (multiple of 64; default 448)")
+    p.add_argument("--width", type=int, default=640, help=f"image width in pixels (multiple of 64, {LONG_SIDE_RANGE}; default 640)")
+    p.add_argument("--height", type=int, default=448, help=f"image height in pixels (multiple of 64, {LONG_SIDE_RANGE}; default 448)")
     p.add_argument(
         "--world-seed",
         type=int,

@@ -239,6 +239,21 @@ def test_caches_are_read_only_when_used_and_copied_unread(tmp_path, monkeypatch)
     assert doc_caches.pop("empty") == b"" and doc_caches.get("missing", 7) == 7 and (doc_caches | {"x": b"1"})["x"] == b"1"
 
 
+def test_a_project_over_the_working_resolution_limit_is_refused_in_one_line(tmp_path):
+    """A 4096x4096 working size (import-scene allowed it for a while): preview and render of such a
+    project needed gigabytes, so it is refused where it is opened, before any image is read."""
+    from core.io import MAX_LONG_SIDE
+
+    base = small_project(tmp_path)
+
+    def edit(m):
+        m["scene"]["camera"].update(width=4096, height=4096)
+
+    path = hostile(base, tmp_path / "big.handles", edit)
+    msg = one_line_error(path, "4096x4096", f"{MAX_LONG_SIDE}-pixel", "--long-side")
+    assert "manifest.json" in msg
+
+
 # ----------------------------------------------------------------------------- 2. render images
 def test_twelve_renders_of_one_100_megapixel_image_are_not_decoded_by_info(tmp_path):
     """1 MB on disk, 12 records -> one 10000x10000 entry: load, project_info and `info` decode none."""

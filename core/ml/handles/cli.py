@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.commands import LONG_SIDE_RANGE
 from core.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -34,6 +35,21 @@ few-step LoRA when the catalog names one: lcm-lora-sd15 for sd15-depth-controlne
 for sdxl-depth-controlnet; --lora picks another). The photo's identity (inversion + activations) is computed once per
 photo and settings; --save-identity stores it in the project so later renders skip it.
 """
+
+
+def _resolution_arg(text: str) -> int:
+    """argparse ``type=`` of ``--resolution``: a multiple of 64 within the working resolution's
+    range (:func:`core.io.check_long_side`); 0 is an error, not the default (a usage error)."""
+    from core.errors import InputError
+    from core.io import MAX_LONG_SIDE, MIN_LONG_SIDE, check_long_side
+
+    try:
+        n = check_long_side(text.strip())
+    except InputError:
+        n = -1
+    if n < 0 or n % 64:
+        raise argparse.ArgumentTypeError(f"the render's long side must be a multiple of 64 from {MIN_LONG_SIDE} to {MAX_LONG_SIDE}, got {text}")
+    return n
 
 
 def _progress_printer(stream=None):
@@ -212,10 +228,10 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--resolution",
-        type=int,
+        type=_resolution_arg,
         default=None,
         metavar="PX",
-        help="long side of the render, a multiple of 64 (default: the model's own size when the catalog gives one "
+        help=f"long side of the render, a multiple of 64, {LONG_SIDE_RANGE} (default: the model's own size when the catalog gives one "
         "(world: 256), else the preset's: 512, draft 256)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
