@@ -86,8 +86,9 @@ if TYPE_CHECKING:
 
 #: largest photo or depth map accepted, in pixels (width * height), checked from the file's header
 MAX_PIXELS = 100_000_000
-#: most channel samples (width * height * channels, all parts) read from one depth EXR: 4 channels of MAX_PIXELS
-MAX_EXR_SAMPLES = 4 * MAX_PIXELS
+#: most channel samples (width * height * channels, all parts) read from one depth EXR: OpenEXR's
+#: binding decodes every channel, so 2 channels of MAX_PIXELS (800 MB as float32; 4 took 2 GB)
+MAX_EXR_SAMPLES = 2 * MAX_PIXELS
 #: working resolution: the smallest and the largest long side accepted, in pixels, shared by every
 #: command, the editor's settings and the projects it opens. The largest keeps the preview of an
 #: object over the whole photo, moved close, under 1.4 GB (2048 px took 2.2 GB, 4096 px 5.8 GB)
@@ -621,7 +622,7 @@ def _read_exr(path: Path) -> np.ndarray:
         raise InputError(f"{_name(path)}: EXR channel {name!r} is not a 2-D image (shape {px.shape})")
     if px.dtype.kind not in "fui":
         raise InputError(f"{_name(path)}: EXR channel {name!r} has unsupported type {px.dtype}")
-    return px.astype(np.float32)
+    return px.astype(np.float32, copy=False)  # float16 -> float32 is exact; float32 is not copied
 
 
 def _png_scale(im) -> float | None:

@@ -43,14 +43,16 @@ def _exr_zip(raw: bytes) -> bytes:
     return zlib.compress(d.astype(np.uint8).tobytes(), 9)
 
 
-def constant_exr(path: Path, width: int, height: int, channels: dict[str, float]) -> Path:
-    """A valid scanline, ZIP-compressed, half-float EXR with a constant value per channel.
+def constant_exr(path: Path, width: int, height: int, channels: dict[str, float], float32: bool = False) -> Path:
+    """A valid scanline, ZIP-compressed, half-float (or ``float32``) EXR with a constant value per
+    channel.
 
     Written block by block without ever holding the image, so a 16000x16000 file (the issue's
     556 KB bomb) costs a few MB to make.
     """
     names = sorted(channels)
-    chlist = b"".join(n.encode() + b"\0" + struct.pack("<iB3xii", 1, 0, 1, 1) for n in names) + b"\0"
+    ptype, dtype = (2, np.float32) if float32 else (1, np.float16)
+    chlist = b"".join(n.encode() + b"\0" + struct.pack("<iB3xii", ptype, 0, 1, 1) for n in names) + b"\0"
     box = struct.pack("<iiii", 0, 0, width - 1, height - 1)
     header = (
         b"\x76\x2f\x31\x01"
@@ -65,7 +67,7 @@ def constant_exr(path: Path, width: int, height: int, channels: dict[str, float]
         + _exr_attr("screenWindowWidth", "float", struct.pack("<f", 1.0))
         + b"\0"
     )
-    line = b"".join(np.full(width, channels[n], np.float16).tobytes() for n in names)
+    line = b"".join(np.full(width, channels[n], dtype).tobytes() for n in names)
     blocks, cache = [], {}
     for y in range(0, height, 16):
         n = min(16, height - y)
@@ -443,6 +445,26 @@ def test_a_100_megapixel_depth_under_the_cap_imports_in_bounded_memory(tmp_path)
         mem_mb=1500,
     )
     assert "wrote" in out and "MemoryError" not in out and "error" not in out, out
+    assert cpu_s < 30, cpu_s
+
+
+def test_a_100_megapixel_exr_of_many_channels_is_refused_from_its_header(tmp_path):
+    """OpenEXR's binding decodes every channel: four float32 channels of 100 MP (a 2 MB file) took
+    2 GB. Over two channels' worth of samples the file is refused before any pixel is read; two
+    (Z and Y) still import, under 1.5 GB."""
+    folder = make_dh_folder(tmp_path / "scene")
+    constant_exr(folder / "depth.exr", 10_000, 10_000, {"Z": 3.0, "R": 0.5, "G": 0.5, "B": 0.5}, float32=True)
+    code = f"""
+        import sys
+        from core.cli import main
+        sys.exit(main(["import-scene", {str(folder)!r}, "-o", {str(tmp_path / "p.handles")!r}]))
+        """
+    out, cpu_s = run_limited(code, mem_mb=700)
+    assert "handles-studio: error:" in out and "depth.exr" in out and "400 million channel samples" in out and "single-channel" in out, out
+    assert cpu_s < 5 and not (tmp_path / "p.handles").exists(), cpu_s
+    constant_exr(folder / "depth.exr", 10_000, 10_000, {"Z": 3.0, "Y": 0.5}, float32=True)
+    out, cpu_s = run_limited(code, mem_mb=1500)
+    assert "wrote" in out and "error" not in out, out
     assert cpu_s < 30, cpu_s
 
 
