@@ -30,7 +30,8 @@ they are :data:`STALE_TEMP_SECONDS` old).
 Loading checks everything before trusting it: the zip structure, the ``mimetype`` entry, entry
 names (no ``..``, absolute paths, drive letters, backslashes, duplicates, links), entry counts,
 declared sizes against per-entry and total caps, the manifest's types, nesting and counts
-(:data:`MAX_NESTING`, :data:`MAX_VARIANTS`), and the real decompressed size while reading
+(:data:`MAX_NESTING`, :data:`MAX_OBJECTS`, :data:`MAX_VARIANTS`, :data:`MAX_VARIANT_TRANSFORMS`; the
+working size against :data:`core.io.MAX_LONG_SIDE`), and the real decompressed size while reading
 (zip bombs). Any problem is a :class:`core.errors.ProjectError` (one line) naming the file and
 the entry. Nothing is ever extracted to disk. Older schemas are upgraded by :data:`MIGRATIONS`
 (one function per version step); a newer schema is refused with a request to update.
@@ -108,6 +109,11 @@ CACHE_BYTES_PER_PIXEL = 4096
 CACHE_FLOOR_BYTES = 1024 * 1024 * 1024
 #: variants of one scene (the DH import of transforms.json has the same cap)
 MAX_VARIANTS = 10_000
+#: objects of one scene: each holds a full-size mask (2.4 MB at 1536 px), so 256 of them stay
+#: under 1 GB where the preview needs them (20 000 objects sharing one mask entry took 5 GB)
+MAX_OBJECTS = 256
+#: object transforms in all the variants together: ``info`` lists each (600 000 took 25 s)
+MAX_VARIANT_TRANSFORMS = 100_000
 #: nesting depth of the manifest's free-form values (settings, render request and info; real ones
 #: nest about 5 deep), which saving walks recursively
 MAX_NESTING = 64
@@ -715,6 +721,13 @@ def _write_zip(fh, project: Project, path: Path | None = None) -> tuple[str, str
     where = path if path is not None else "project"
     if len(scene.variants) > MAX_VARIANTS:
         raise ProjectError(f"{where}: the scene has {len(scene.variants)} variants, more than the {MAX_VARIANTS} a project may hold; delete some variants")
+    if len(scene.objects) > MAX_OBJECTS:
+        raise ProjectError(f"{where}: the scene has {len(scene.objects)} objects, more than the {MAX_OBJECTS} a project may hold; delete some objects")
+    transforms = sum(len(v) for v in scene.variants.values())
+    if transforms > MAX_VARIANT_TRANSFORMS:
+        raise ProjectError(
+            f"{where}: the variants hold {transforms} object transforms, more than the {MAX_VARIANT_TRANSFORMS} a project may hold; delete some variants"
+        )
     with zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
         copier = _Copier(zf)
         try:
@@ -1209,6 +1222,20 @@ def _json_type(v: Any) -> str:
     )
 
 
+def _check_counts(objects: list, variants: dict, path: Path | str, where: str) -> None:
+    """ProjectError (one line) for more objects, variants or variant transforms than a project may
+    hold (:data:`MAX_OBJECTS`, :data:`MAX_VARIANTS`, :data:`MAX_VARIANT_TRANSFORMS`), counted
+    before any of them is read."""
+    at = f"{path}: entry 'manifest.json': {where}"
+    if len(objects) > MAX_OBJECTS:
+        raise ProjectError(f"{at}objects: {len(objects)} objects, more than the {MAX_OBJECTS} a project may hold")
+    if len(variants) > MAX_VARIANTS:
+        raise ProjectError(f"{at}variants: {len(variants)} variants, more than the {MAX_VARIANTS} a project may hold")
+    transforms = sum(len(v) if isinstance(v, (dict, list)) else 1 for v in variants.values())
+    if transforms > MAX_VARIANT_TRANSFORMS:
+        raise ProjectError(f"{at}variants: {transforms} object transforms, more than the {MAX_VARIANT_TRANSFORMS} a project may hold")
+
+
 @migration(0)
 def _migrate_0_to_1(manifest: dict, reader) -> dict:
     """Schema 0, the pre-release layout: a flat manifest (scene fields at the top level, no
@@ -1222,6 +1249,7 @@ def _migrate_0_to_1(manifest: dict, reader) -> dict:
 
     cam = _obj(manifest.get("camera"), "camera", path)
     objects = []
+    _check_counts(_list(manifest.get("objects"), "objects", path), _obj(manifest.get("variants"), "variants", path), path, "")
     for i, o in enumerate(_list(manifest.get("objects"), "objects", path)):
         o = _obj(o, f"objects[{i}]", path)
         objects.append(
@@ -1376,6 +1404,7 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
             M,
             f"the working resolution is {w}x{h}, over the {MAX_LONG_SIDE}-pixel long side this version works at; import the scene again at a smaller --long-side",
         )
+    _check_counts(need(sc, "objects", list, "scene."), _obj(sc.get("variants"), "scene.variants", path), path, "scene.")
     decoded: dict[tuple[str, str], np.ndarray] = {}  # each entry decoded once
 
     def image(entry: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:

@@ -378,7 +378,44 @@ def test_manifest_with_too_many_variants_is_refused_before_reading_them(tmp_path
     converted = []
     monkeypatch.setattr(P, "_transform", lambda d, where, path: converted.append(where) or Transform3D())
     one_line_error(path, f"{P.MAX_VARIANTS + 1} variants", f"more than the {P.MAX_VARIANTS}")
-    assert len(converted) == 1  # the object's transform; no variant was converted
+    assert converted == []  # counted before any transform (the objects' included) is converted
+
+
+@pytest.mark.parametrize("what", ["objects", "transforms"])
+def test_too_many_objects_or_variant_transforms_are_refused_before_reading_them(tmp_path, monkeypatch, what):
+    """257 objects sharing one mask entry (each a full-size copy once decoded: 20 000 of them took
+    5 GB in a 3 MB file), or 10 variants of 10 001 object transforms each (600 000 made `info`
+    take 25 s): one line, before any mask or transform is read; saving such a scene is refused."""
+    base = small_project(tmp_path)
+    t = Transform3D().to_dict()
+
+    def edit(m):
+        if what == "objects":
+            o = m["scene"]["objects"][0]
+            m["scene"]["objects"] = [dict(o, name=f"o{i}", id=f"id{i}") for i in range(P.MAX_OBJECTS + 1)]
+        else:
+            m["scene"]["variants"] = {f"v{i}": {f"o{j}": t for j in range(P.MAX_VARIANT_TRANSFORMS // 10 + 1)} for i in range(10)}
+
+    path = hostile(base, tmp_path / "many.handles", edit)
+    converted, decoded = [], []
+    monkeypatch.setattr(P, "_transform", lambda d, where, path: converted.append(where) or Transform3D())
+    real_image = P._Reader.image
+    monkeypatch.setattr(P._Reader, "image", lambda self, *a, **k: decoded.append(a[0]) or real_image(self, *a, **k))
+    if what == "objects":
+        one_line_error(path, f"{P.MAX_OBJECTS + 1} objects", f"more than the {P.MAX_OBJECTS}")
+    else:
+        one_line_error(path, f"{P.MAX_VARIANT_TRANSFORMS + 10} object transforms", f"more than the {P.MAX_VARIANT_TRANSFORMS}")
+    assert converted == [] and decoded == []
+    monkeypatch.undo()
+    q = P.load_project(base)
+    before = base.read_bytes()
+    if what == "objects":
+        q.scene.objects = [SceneObject(f"o{i}", q.scene.objects[0].mask) for i in range(P.MAX_OBJECTS + 1)]
+    else:
+        q.scene.variants = {f"v{i}": {f"o{j}": Transform3D() for j in range(P.MAX_VARIANT_TRANSFORMS // 10 + 1)} for i in range(10)}
+    with pytest.raises(ProjectError, match="more than the"):
+        P.save_project(base, q)
+    assert base.read_bytes() == before
 
 
 def test_saving_more_variants_than_a_project_holds_is_refused(tmp_path):
