@@ -356,3 +356,50 @@ def test_cancel_during_inversion(engine):
     assert len(calls) == 2
     # the hooks of the aborted capture are gone: the UNet is clean again
     assert not engine.m.unet.up_blocks[2]._forward_hooks
+
+
+def test_a_compressed_member_in_a_stored_identity_is_refused_before_inflating(tmp_path):
+    """Issue 8: a project cache is capped by its declared size, but the .npz inside it could hold a
+    deflated member that inflates a thousand times over (here 1 GB of zeros in 1 MB). to_bytes
+    stores its members, so anything else is refused in one line, before a byte is inflated."""
+    import io
+    import subprocess
+    import sys
+    import textwrap
+    import zipfile
+    from pathlib import Path
+
+    n = 1 << 28  # float32: 1 GiB
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        head = io.BytesIO()
+        np.save(head, np.frombuffer(b'{"format": "handles-identity/1", "key": "k"}', np.uint8))
+        zf.writestr(zipfile.ZipInfo("header.npy"), head.getvalue(), compress_type=zipfile.ZIP_STORED)
+        bomb = zipfile.ZipInfo("trajectory.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        bomb.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(bomb, "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
+            block = bytes(1 << 24)
+            for _ in range(4 * n // len(block)):
+                member.write(block)
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(buf.getvalue())
+    assert path.stat().st_size < 4 << 20
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        from core.errors import InputError
+        from core.ml.handles.identity import Identity
+        data = open(sys.argv[1], "rb").read()
+        print("KEY", Identity.peek_key(data))
+        try:
+            Identity.from_bytes(data)
+        except InputError as exc:
+            print("InputError:", exc)
+        print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    out = res.stdout
+    assert "KEY None" in out and "InputError: stored identity cannot be read" in out and "compressed" in out, out + res.stderr[-2000:]
+    assert int(out.split("RSS")[-1]) < 900, out  # torch and the rest; the member alone is 1 GiB

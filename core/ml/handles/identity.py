@@ -34,6 +34,26 @@ from core.errors import InputError
 FORMAT = "handles-identity/1"
 
 
+def _check_archive(data: bytes) -> None:
+    """InputError unless ``data`` is the archive :meth:`Identity.to_bytes` writes: members stored,
+    never compressed (``np.savez``), none larger than the data itself. A project cache is capped
+    by its declared size, but a compressed member inside it could inflate a thousand times over
+    (a zip bomb inside the cache); stored members bound what ``np.load`` reads by the cache's size."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise InputError(f"stored identity cannot be read (not an identity archive: {exc}); it will be rebuilt") from exc
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data) or info.compress_size != info.file_size:
+            raise InputError(
+                f"stored identity cannot be read (member {info.filename!r} is compressed or larger than the archive, "
+                "which an identity never is); it will be rebuilt"
+            )
+
+
 def identity_key(content_id: str, prompt: str, model_id: str, size: tuple[int, int], fields: dict) -> str:
     """Stable hash of everything an identity depends on (the activations' count excepted)."""
     d = {"content": content_id, "prompt": prompt, "model": str(model_id), "size": list(size), "settings": fields}
@@ -108,6 +128,7 @@ class Identity:
 
     @classmethod
     def from_bytes(cls, data: bytes, device="cpu", activations_device=None) -> Identity:
+        _check_archive(data)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 files = {k: z[k] for k in z.files}
@@ -138,6 +159,7 @@ class Identity:
     def peek_key(data: bytes) -> str | None:
         """The key of serialised identity ``data`` without loading its arrays (None if unreadable)."""
         try:
+            _check_archive(data)
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return str(json.loads(bytes(z["header"]).decode("utf-8"))["key"])
         except Exception:  # noqa: BLE001 - not an identity blob (damaged, foreign): the caller recomputes it
