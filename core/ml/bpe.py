@@ -19,6 +19,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from core.atomic import Output, write_atomically
+
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 #: CLIP's pre-tokenisation pattern, restricted to ASCII letters/digits (enough for our corpora)
@@ -99,19 +101,26 @@ def write_clip_tokenizer(folder: str | Path, corpus: list[str] | None = None, ma
         vocab.setdefault(a + b, len(vocab))
     vocab[BOS] = len(vocab)
     vocab[EOS] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "model_max_length": int(max_length),
-                "bos_token": BOS,
-                "eos_token": EOS,
-                "unk_token": EOS,
-                "pad_token": EOS,
-                "tokenizer_class": "CLIPTokenizer",
-            }
-        ),
-        encoding="utf-8",
-    )
+    config = {
+        "model_max_length": int(max_length),
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "unk_token": EOS,
+        "pad_token": EOS,
+        "tokenizer_class": "CLIPTokenizer",
+    }
+    texts = {
+        "vocab.json": json.dumps(vocab, ensure_ascii=False),
+        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+        "tokenizer_config.json": json.dumps(config),
+    }
+    # the three files together, atomically: a failed write leaves the previous tokenizer whole
+    write_atomically([Output(folder / name, _text_writer(text), "tokenizer file") for name, text in texts.items()])
     return len(vocab)
+
+
+def _text_writer(text: str):
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(text.encode("utf-8"))
+
+    return write

@@ -37,3 +37,18 @@ def test_clip_tokenizer_loads_the_written_folder(tmp_path):
     odd = tok("Zebra? 42").input_ids  # outside the corpus: bytes
     assert len(odd) > 4 and all(0 <= i < n for i in odd)
     assert len(tok([""], padding="max_length", max_length=tok.model_max_length).input_ids[0]) == 24
+
+
+def test_the_three_files_are_written_together_or_not_at_all(tmp_path):
+    """Issue 8: every file the program writes goes through core.atomic. A tokenizer whose third file
+    cannot be written leaves the previous vocab.json and merges.txt as they were, no temporary."""
+    from core.errors import InputError
+
+    write_clip_tokenizer(tmp_path, ["a red box"])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "tokenizer_config.json").unlink()
+    (tmp_path / "tokenizer_config.json").mkdir()  # cannot be replaced by a file
+    with pytest.raises(InputError, match="tokenizer_config.json"):
+        write_clip_tokenizer(tmp_path, ["a blue ball on a tiled floor"])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == {k: v for k, v in before.items() if k != "tokenizer_config.json"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merges.txt", "tokenizer_config.json", "vocab.json"]
