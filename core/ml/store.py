@@ -798,7 +798,9 @@ def locate_model(name_or_path: str | os.PathLike, role: str | None = None, extra
             raise ModelError(f"model folder {path} does not exist")
         log.info("model %s is not on disk (searched: %s)", text, ", ".join(map(str, dirs)))
         cmd = fetch_command(text)
-        raise ModelError(f"model '{text}' is not on disk; fetch it with: {cmd}  (searched: {', '.join(map(str, dirs))})", fetch_command=cmd)
+        searched = ", ".join(map(str, dirs))
+        # "models/x" may be a repo id or a relative folder: say that neither is there
+        raise ModelError(f"model '{text}' is not on disk; fetch it with: {cmd}  (searched: {searched}; no folder {path} here either)", fetch_command=cmd)
     names = ", ".join(e.name for e in catalog() if role is None or e.role == role)
     raise ModelError(f"unknown model '{text}': give a model folder or one of: {names}")
 

@@ -121,6 +121,11 @@ def test_org_name_without_local_folder_stays_a_repo_id(empty_caches, capsys):
     assert cli_main(["models", "check", "someorg/somemodel"]) == 1
     err = capsys.readouterr().err
     assert "model 'someorg/somemodel' is not on disk; fetch it with" in err
+    assert "no folder someorg/somemodel here either" in err  # it may have been meant as a folder
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save("photo.png")
+    assert cli_main(["depth", "photo.png", "-o", "d.npy", "--model", "models/nonexistent"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no folder models/nonexistent here either" in err, err
 
 
 # ----------------------------------------------------------------------------- 5. no raw warnings on the terminal
