@@ -111,3 +111,45 @@ def test_a_random_world_scene_from_the_command_line(tmp_path):
     assert np.array_equal(scene.photo, expect.photo) and scene.prompt == expect.prompt
     assert [o.name for o in scene.objects] == [o.name for o in expect.objects]
     assert scene.depth_source == "world"
+
+
+def _limited_run(fsize: int, state, *args):
+    """The CLI in a subprocess whose writes stop at ``fsize`` bytes a file (RLIMIT_FSIZE: the file
+    system refuses the rest, as a full disk does)."""
+    import os
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HANDLES_STUDIO_STATE_DIR=str(state))
+    return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit)
+
+
+def test_render_and_depth_on_a_full_disk_keep_the_previous_output(photogen_scene, tiny_sd_dir, tmp_path):
+    """Issue 8 part 2: render -o and depth -o over an existing file, on a disk that is full once
+    8 KB are written: exit 1, one line naming the target, the old file byte-identical, no
+    temporary left."""
+    from tiny_services import build_tiny_depth_anything
+
+    depth_model = build_tiny_depth_anything(tmp_path / "da")
+    out = tmp_path / "out"
+    out.mkdir()
+    photo = photogen_scene / "input.png"
+    for argv, target in (
+        (["render", photogen_scene, "--variant", "edit_000", "--model", tiny_sd_dir, "--steps", "2", "--resolution", "128", "--device", "cpu"], out / "r.png"),
+        (["depth", photo, "--model", depth_model, "--device", "cpu"], out / "d.npy"),
+    ):
+        target.write_bytes(b"the previous good file")
+        r = _limited_run(8192, tmp_path / "state", *argv, "-o", target)
+        lines = [
+            ln
+            for ln in r.stderr.splitlines()
+            if ln.strip() and not ln.startswith(("handles-studio: cannot write the log file", "depth model ", " ")) and "[" not in ln
+        ]
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
+        assert lines[0].startswith(f"handles-studio: error: {target}: cannot write the ") and "the previous file is unchanged" in lines[0], lines[0]
+        assert target.read_bytes() == b"the previous good file"
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
