@@ -554,6 +554,99 @@ def test_cli_many_edits_are_refused_or_handled_within_two_seconds(tmp_path):
     assert len(back) == P.MAX_VARIANTS and back["edit_09999"]["rotation_angle"] == pytest.approx(99.99)
 
 
+@pytest.fixture(scope="module")
+def issue8_inputs(tmp_path_factory, good_project) -> Path:
+    """The reproduced failures of issue 8 as small files (each well under 10 MB)."""
+    from tests.core.test_hostile_inputs import constant_exr
+    from tests.core.test_hostile_projects import hostile, zeros_deflate
+
+    d = tmp_path_factory.mktemp("issue8")
+    constant_exr(dh_folder(d / "bomb") / "depth.exr", 16000, 16000, {"Y": 1.0})
+    layered = dh_folder(d / "layered")
+    import OpenEXR
+
+    chans = {k: OpenEXR.Channel(np.full((64, 64), v, np.float32)) for k, v in {"view.Z": 7.0, "view.R": 0.5, "view.G": 0.5, "view.B": 0.5}.items()}
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, chans) as f:
+        f.write(str(layered / "depth.exr"))
+    write_exr(dh_folder(d / "aspect") / "depth.exr", np.full((37, 100), 3.0, np.float32))
+    (dh_folder(d / "deep") / "transforms.json").write_text("[" * 200_000 + "]" * 200_000)
+    edit = {"translation": [0, 0, 0], "rotation_axis": [1e308, 1e308, 0], "rotation_angle": 90}
+    (dh_folder(d / "axis") / "transforms.json").write_text(json.dumps({"e": edit}))
+    base = d / "g.handles"
+    base.write_bytes(good_project)
+    n = 3 << 30  # a cache entry of 3 GB in a few MB
+
+    def cache(m):
+        m["caches"].append({"name": "identity:x", "entry": "caches/9.bin", "size": n})
+
+    hostile(base, d / "cache.handles", cache, [("caches/9.bin", zipfile.ZIP_DEFLATED, zeros_deflate(n), 0, n)])
+    hostile(base, d / "listvariants.handles", lambda m: m["scene"].update(variants=[1, 2]))
+    hostile(base, d / "big.handles", lambda m: m["scene"]["camera"].update(width=4096, height=4096))
+    assert all(p.stat().st_size < 10 << 20 for p in d.rglob("*") if p.is_file())
+    return d
+
+
+#: (argv with IN = the inputs, OUT = a previous good output, exit code, words of the one line)
+ISSUE8_CASES = {
+    "16000x16000 EXR depth": (["import-scene", "IN/bomb", "-o", "OUT.handles"], 1, ["depth.exr", "16000x16000", "100-megapixel"]),
+    "--long-side 100000": (["import-scene", "IN/layered", "-o", "OUT.handles", "--long-side", "100000"], 2, ["--long-side", "1536"]),
+    "preview --long-side 0": (["preview", "IN/layered", "--translate", "0", "0", "0", "-o", "OUT.png", "--long-side", "0"], 2, ["--long-side", "got 0"]),
+    "depth --long-side 0": (["depth", "IN/layered/input.png", "-o", "OUT.npy", "--long-side", "0"], 2, ["--long-side", "got 0"]),
+    "render --resolution 0": (["render", "IN/layered", "--resolution", "0", "-o", "OUT.png"], 2, ["--resolution", "got 0"]),
+    "cache entry of 3 GB": (
+        ["render", "IN/cache.handles", "--object", "box", "--translate", "0.1", "0", "0", "-o", "OUT.png"],
+        1,
+        ["caches/9.bin", "zip bomb"],
+    ),
+    "preview with a bad second output": (
+        ["preview", "IN/layered", "--translate", "0.1", "0", "0", "-o", "OUT.png", "--hole-out", "IN/none/h.png"],
+        1,
+        ["h.png", "does not exist"],
+    ),
+    "depth of another aspect": (["import-scene", "IN/aspect", "-o", "OUT.handles"], 1, ["depth.exr", "100x37", "64x64", "stretched"]),
+    "deeply nested transforms.json": (["import-scene", "IN/deep", "-o", "OUT.handles"], 1, ["transforms.json", "nested too deeply"]),
+    "variants given as a list": (
+        ["preview", "IN/listvariants.handles", "--object", "box", "--translate", "0.1", "0", "0", "-o", "OUT.png"],
+        1,
+        ["scene.variants", "a list"],
+    ),
+    "4096 px project": (["preview", "IN/big.handles", "--object", "box", "--translate", "0.1", "0", "0", "-o", "OUT.png"], 1, ["4096x4096", "1536-pixel"]),
+    "--model models/nonexistent": (["render", "IN/layered", "--model", "models/nonexistent", "-o", "OUT.png"], 1, ["models/nonexistent", "no folder"]),
+    "export-transforms -o t.xyz": (["export-transforms", "IN/g.handles", "-o", "OUT.xyz"], 1, ["OUT.xyz", ".json"]),
+    "depth -o DIR": (["depth", "IN/layered/input.png", "-o", "IN"], 1, ["file name"]),
+    "unknown sub-command": (["frobnicate", "IN/g.handles"], 2, ["frobnicate"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ISSUE8_CASES))
+def test_issue_8_failures_are_one_line_in_bounded_memory_and_keep_the_previous_output(tmp_path, issue8_inputs, case):
+    """Each reproduced failure of issue 8 through main.py in a fresh process under a 1 GB
+    address-space limit: its exit code, one line of ours naming the problem, under 5 s of CPU, the
+    previous good output byte-identical and nothing else left in its folder."""
+    argv, code, words = ISSUE8_CASES[case]
+    out = tmp_path / "OUT"
+    argv = [a.replace("IN", str(issue8_inputs)).replace("OUT", str(out)) for a in argv]
+    target = next((Path(a) for a in argv if a.startswith(str(out))), None)
+    if target is not None:
+        target.write_bytes(b"the previous good output")
+    r = run_cli(argv, mem_mb=1024, state=tmp_path / "logs")
+    refused(r, code, *[w.replace("OUT", str(out)) for w in words])
+    assert r[3] < 5.0, f"{r[3]:.2f} s of CPU"
+    if target is not None:
+        assert target.read_bytes() == b"the previous good output"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == ([target.name] if target else [])
+
+
+def test_issue_8_inputs_that_are_used_stay_bounded(tmp_path, issue8_inputs):
+    """The cases of issue 8 that are valid input: the layered EXR gives its Z (7, not R's 0.5),
+    an axis of [1e308, 1e308, 0] is a 90 degree turn about its direction, not no rotation."""
+    r = run_cli(["info", issue8_inputs / "layered"], mem_mb=1024, state=tmp_path / "logs")
+    assert r[0] == 0 and r[2] == "" and "depth: 7 .. 7 m" in r[1], r
+    r = run_cli(["info", issue8_inputs / "axis"], mem_mb=1024, state=tmp_path / "logs")
+    assert r[0] == 0 and r[2] == "" and "rotate 90 deg about (-0.7071, -0.7071, 0)" in r[1], r
+    assert r[3] < 5.0
+
+
 def test_the_fuzz_helpers_can_fail():
     """strict() turns a NumPy warning into a failure and catches a large allocation; one_line()
     refuses a two-line message: the suite above would notice a regression."""
