@@ -231,6 +231,17 @@ def _v_cycle(levels: list, lu, k: int, r: np.ndarray) -> np.ndarray:
     return x
 
 
+class _VCycle(spl.LinearOperator):
+    """The preconditioner of :func:`_multigrid_cg`: one V-cycle (:func:`_v_cycle`) per product."""
+
+    def __init__(self, n: int, levels: list, lu) -> None:
+        super().__init__(np.dtype(np.float64), (n, n))
+        self.levels, self.lu = levels, lu
+
+    def _matvec(self, x):
+        return _v_cycle(self.levels, self.lu, 0, np.asarray(x, dtype=np.float64).ravel())
+
+
 def _multigrid_cg(a: sp.csr_matrix, rhs: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Solve the SPD system ``a x = rhs`` of the pixels ``ys, xs`` by conjugate gradients, each
     step preconditioned by one multigrid V-cycle: levels of 2x2 cells (:func:`_prolongation`,
@@ -239,15 +250,14 @@ def _multigrid_cg(a: sp.csr_matrix, rhs: np.ndarray, ys: np.ndarray, xs: np.ndar
     solved directly. Memory and time grow linearly with the unknowns."""
     levels = []
     level_a, level_ys, level_xs, level_shape = a, ys, xs, shape
-    while level_a.shape[0] > COARSEST and min(level_shape) > 1:
+    while len(level_ys) > COARSEST and min(level_shape) > 1:
         p, ys_c, xs_c, shape_c = _prolongation(level_ys, level_xs, level_shape)
         pt = p.T.tocsr()
         coarse = (pt @ level_a @ p).tocsr()
-        levels.append((level_a, p, pt, JACOBI_OMEGA / level_a.diagonal()))
+        levels.append((level_a, p, pt, JACOBI_OMEGA / np.asarray(level_a.diagonal(), dtype=np.float64)))
         level_a, level_ys, level_xs, level_shape = coarse, ys_c, xs_c, shape_c
     lu = spl.splu(level_a.tocsc(), permc_spec="MMD_AT_PLUS_A")
-    m = spl.LinearOperator(a.shape, matvec=lambda r: _v_cycle(levels, lu, 0, np.asarray(r, dtype=np.float64).ravel()), dtype=np.float64)
-    x, info = spl.cg(a, rhs, rtol=CG_RTOL, atol=0.0, maxiter=CG_MAXITER, M=m)
+    x, info = spl.cg(a, rhs, rtol=CG_RTOL, atol=0.0, maxiter=CG_MAXITER, M=_VCycle(len(ys), levels, lu))
     if info:  # the best estimate so far: a fill, off by more than CG_RTOL
         log.warning("background fill of %d pixels: conjugate gradients stopped after %d iterations short of %g", len(ys), CG_MAXITER, CG_RTOL)
     return np.asarray(x, dtype=np.float64)
