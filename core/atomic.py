@@ -280,6 +280,10 @@ def _message(target: Path, what: str, exc: OSError, existed: bool, tmp: Path | N
     return f"{target}: cannot write the {what} ({os_error_reason(target, exc, tmp)}){tail}"
 
 
+#: how NumPy reports a write the system cut short (a full disk takes what fits, then refuses)
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
 def os_error_reason(target, exc: OSError, tmp: Path | None = None) -> str:
     """Why writing ``target`` failed, in a few words for a one-line message ("disk full", "no
     permission to write in folder F"...). The temporary ``tmp`` is never named: where the system's
@@ -289,6 +293,10 @@ def os_error_reason(target, exc: OSError, tmp: Path | None = None) -> str:
     code = exc.errno
     if code == errno.ENOSPC:
         return "disk full"
+    if code == errno.EFBIG:
+        return "file too large for the file system or the process's file size limit"
+    if code is None and _SHORT_WRITE.search(str(exc)):  # NumPy's words for a write cut short
+        return "disk full (only part of it could be written)"
     if code == getattr(errno, "EDQUOT", -1):
         return "disk quota exceeded"
     if code == errno.EROFS:

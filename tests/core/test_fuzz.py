@@ -531,6 +531,26 @@ def test_cli_write_failing_on_a_full_disk_keeps_the_previous_output(tmp_path, go
     assert out.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["g.handles", "logs", "out.png"]
 
 
+def test_cli_second_output_cut_short_by_a_full_disk_keeps_both_previous_files(tmp_path, good_project):
+    """A disk that takes the preview image (under 8 KB here) but not the whole depth file: NumPy
+    reports the write cut short ("262144 requested and 153568 written"), which is said as a full
+    disk; neither previous file changes and no temporary is left."""
+    src = tmp_path / "g.handles"
+    src.write_bytes(good_project)
+    png, npy = tmp_path / "p.png", tmp_path / "d.npy"
+    png.write_bytes(b"previous image")
+    npy.write_bytes(b"previous depth")
+    rc, stdout, err, cpu = run_cli(
+        ["preview", src, "--object", "box", "--translate", "0.1", "0", "0", "-o", png, "--depth-out", npy], fsize=8192, state=tmp_path / "logs"
+    )
+    log_lines = [x for x in err.splitlines() if x.startswith("handles-studio: cannot write the log file ")]
+    line = refused((rc, stdout, "\n".join(x for x in err.splitlines() if x not in log_lines), cpu), 1, "d.npy: cannot write the depth file")
+    assert "disk full" in line or "file too large" in line, line
+    assert "the previous file is unchanged" in line and "requested and" not in line and ".tmp" not in line, line
+    assert (png.read_bytes(), npy.read_bytes()) == (b"previous image", b"previous depth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "g.handles", "logs", "p.png"]
+
+
 def test_cli_many_edits_are_refused_or_handled_within_two_seconds(tmp_path):
     """Issue 8: 100k edits took 44.7 s to import, 30.5 s to export, 21 s for info. Over the
     10 000 cap they are refused; at the cap every command takes under 2 s of CPU (start-up included)."""
