@@ -51,7 +51,10 @@ def test_identity_goes_to_the_project_and_comes_back(qtbot, tiny_sd_dir):
 
 
 def test_free_model_memory_unloads_the_cached_models(qtbot, tiny_sd_dir, tmp_path, monkeypatch):
+    """In-thread engine (the models in this process); tests/ml/test_engine_process.py frees the
+    engine process's."""
     monkeypatch.setenv("HANDLES_STUDIO_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("HANDLES_ENGINE", "thread")
     from core.ml.device import MODEL_CACHE
     from core.ml.handles.models import load_models
     from editor.files import RecoveryManager

@@ -76,7 +76,8 @@ def test_a_stored_identity_crosses_only_when_the_renderer_asks_for_it(engine):
     req = _request(scene, seed=1)
     first = engine.render(scene, req, {}, lambda e: None, CancelToken())
     ((name, data),) = first.blobs.items()
-    engine.task(TaskSpec("unload"), lambda e: None, CancelToken())  # the engine forgets it
+    freed = engine.task(TaskSpec("unload"), lambda e: None, CancelToken())  # the engine forgets it
+    assert freed >= 1  # the world model was loaded in the engine's process, and is no more
 
     class Watched(dict):
         reads: list = []
