@@ -638,14 +638,26 @@ def _png_scale(im) -> float | None:
     return None
 
 
+def _strips_scaled(im, scale: float | None, dtype) -> np.ndarray:
+    """A one-channel image's values (times ``scale``, in float64) as a ``dtype`` array, converted
+    strip by strip (:func:`_image_strips`): no full-size float64 copy of a 100-megapixel map."""
+    w, h = im.size
+    out = np.empty((h, w), dtype)
+    with np.errstate(over="ignore"):  # beyond float64: infinite, refused by the value check
+        for y0, y1, strip in _image_strips(im):
+            a = np.asarray(strip)
+            out[y0:y1] = a if scale is None else a.astype(np.float64) * scale
+    return out
+
+
 def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
     im = open_image(path, "depth", formats=("PNG", "TIFF"))
     try:
         mode = im.mode
         if mode == "F":
-            a = np.asarray(im, dtype=np.float32)
             if scale is None:
-                return a.copy()
+                return _strips_scaled(im, None, np.float32)
+            a = np.asarray(im, dtype=np.float32)
             with np.errstate(over="ignore"):  # beyond float64: infinite, refused by the value check
                 return a.astype(np.float64) * float(scale)
         if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L"):
@@ -656,8 +668,11 @@ def _read_image_depth(path: Path, scale: float | None) -> np.ndarray:
                 )
             if not (math.isfinite(s) and s > 0):
                 raise InputError(f"{_name(path)}: depth scale must be a positive number, got {s}")
-            with np.errstate(over="ignore"):
-                return np.asarray(im).astype(np.float64) * s  # float64: checked before the cast to float32
+            lo, hi = cast("tuple[float, float]", im.getextrema())
+            # float64 products, stored as float32 when every one is well inside the depth range (the
+            # cast cannot move a value across a limit), else kept float64 for the value check
+            inside = s >= 2 * MIN_DEPTH and max(abs(lo), abs(hi)) * s <= MAX_DEPTH / 2
+            return _strips_scaled(im, s, np.float32 if inside else np.float64)
         raise InputError(f"{_name(path)}: depth images must have one channel (16-bit or float), this one is {mode}")
     finally:
         im.close()

@@ -468,6 +468,43 @@ def test_a_100_megapixel_exr_of_many_channels_is_refused_from_its_header(tmp_pat
     assert cpu_s < 30, cpu_s
 
 
+def png16_constant(path: Path, width: int, height: int, value: int, scale: float) -> Path:
+    """A 16-bit grayscale PNG of one value with its depth scale, streamed (never held whole)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\0" + struct.pack(">H", value) * width
+    c = zlib.compressobj(6)
+    rows = max(1, (8 << 20) // len(row))
+    idat = b"".join(c.compress(row * min(rows, height - y)) for y in range(0, height, rows)) + c.flush()
+    text = cio.DEPTH_SCALE_KEY.encode() + b"\0" + repr(scale).encode()
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tEXt", text) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_100_megapixel_16_bit_png_depth_loads_in_bounded_memory(tmp_path):
+    """A 16-bit PNG depth of 10000x10000 (a few hundred KB) for a small photo: read strip by strip
+    into float32 when every scaled value is well inside the depth range, under 1.3 GB of address
+    space (a full-size float64 copy took 1.7 GB, 2.4 GB with repair)."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(photo)
+    depth = png16_constant(tmp_path / "depth.png", 10_000, 10_000, 3000, 0.001)
+    assert depth.stat().st_size < 2_000_000
+    np.testing.assert_array_equal(cio.load_depth(png16_constant(tmp_path / "small.png", 40, 30, 3000, 0.001)), np.full((30, 40), 3.0, np.float32))
+    out, cpu_s = run_limited(
+        f"""
+        from core import io as cio
+        s = cio.scene_from_photo({str(photo)!r}, {str(depth)!r})
+        print("LOADED", s.depth.shape, float(s.depth.min()), float(s.depth.max()))
+        """,
+        mem_mb=1300,
+    )
+    assert "LOADED (512, 512) 3.0 3.0" in out, out
+    assert cpu_s < 30, cpu_s
+
+
 def test_a_100_megapixel_photo_mask_and_depth_import_in_bounded_memory(tmp_path):
     """The largest photo accepted, with its mask and depth (under 1 MB in all): under 2 GB of
     address space (it took 4.2 GB)."""
