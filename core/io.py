@@ -94,6 +94,9 @@ MAX_EXR_SAMPLES = 2 * MAX_PIXELS
 #: object over the whole photo, moved close, under 1.4 GB (2048 px took 2.2 GB, 4096 px 5.8 GB)
 MIN_LONG_SIDE = 64
 MAX_LONG_SIDE = 1536
+#: the largest working size a saved project may have and still open: the editor's own limit
+#: before 1536 (2048), so that every project it ever saved opens; new scenes stay at MAX_LONG_SIDE
+MAX_PROJECT_LONG_SIDE = 2048
 #: a depth map resized to the working size keeps the photo's aspect ratio within this (or one pixel)
 ASPECT_TOLERANCE = 0.01
 #: shortest side of a depth map that may be resized to the working size

@@ -31,7 +31,7 @@ Loading checks everything before trusting it: the zip structure, the ``mimetype`
 names (no ``..``, absolute paths, drive letters, backslashes, duplicates, links), entry counts,
 declared sizes against per-entry and total caps, the manifest's types, nesting and counts
 (:data:`MAX_NESTING`, :data:`MAX_OBJECTS`, :data:`MAX_VARIANTS`, :data:`MAX_VARIANT_TRANSFORMS`; the
-working size against :data:`core.io.MAX_LONG_SIDE`), and the real decompressed size while reading
+working size against :data:`core.io.MAX_PROJECT_LONG_SIDE`), and the real decompressed size while reading
 (zip bombs). Any problem is a :class:`core.errors.ProjectError` (one line) naming the file and
 the entry. Nothing is ever extracted to disk. Older schemas are upgraded by :data:`MIGRATIONS`
 (one function per version step); a newer schema is refused with a request to update.
@@ -78,7 +78,7 @@ from core.atomic import (  # noqa: F401 - the temporaries' names and ages, re-ex
 from core.atomic import remove_dead_temps as _remove_dead_temps
 from core.camera import Camera
 from core.errors import HandlesError, ProjectError
-from core.io import MAX_LONG_SIDE, check_file
+from core.io import MAX_PROJECT_LONG_SIDE, check_file
 from core.scene import Scene, SceneObject, new_id
 from core.transform import Transform3D
 
@@ -1399,10 +1399,10 @@ def _load(r: _Reader, path: Path, want_caches: bool) -> Project:
     w, h = camera.width, camera.height
     if w * h > MAX_IMAGE_PIXELS:
         raise r._err(M, f"scene.camera: size {w}x{h} is not allowed")
-    if max(w, h) > MAX_LONG_SIDE:  # the editor, preview and render would need gigabytes for it
+    if max(w, h) > MAX_PROJECT_LONG_SIDE:  # the editor, preview and render would need gigabytes for it
         raise r._err(
             M,
-            f"the working resolution is {w}x{h}, over the {MAX_LONG_SIDE}-pixel long side this version works at; import the scene again at a smaller --long-side",
+            f"the working resolution is {w}x{h}, over the {MAX_PROJECT_LONG_SIDE}-pixel long side this version opens; import the scene again at a smaller --long-side",
         )
     _check_counts(need(sc, "objects", list, "scene."), _obj(sc.get("variants"), "scene.variants", path), path, "scene.")
     decoded: dict[tuple[str, str], np.ndarray] = {}  # each entry decoded once

@@ -98,6 +98,12 @@ class Settings:
             "autosave_minutes": lambda v: 0 <= v <= 24 * 60,
             "max_recent": lambda v: 0 <= v <= 100,
         }
+        # a working resolution this version no longer offers (earlier ones allowed 2048) becomes
+        # the largest it does, not the default: the user asked for large
+        wr = out.working_resolution
+        if isinstance(wr, int) and MAX_LONG_SIDE < wr <= 4096 and wr % 64 == 0:
+            warnings.warn(f"settings: working_resolution={wr} is over this version's {MAX_LONG_SIDE}; using {MAX_LONG_SIDE}", stacklevel=2)
+            out.working_resolution = MAX_LONG_SIDE
         for name, ok in checks.items():
             if not ok(getattr(out, name)):
                 warnings.warn(f"settings: {name}={getattr(out, name)!r} is out of range; using {getattr(d, name)!r}", stacklevel=2)

@@ -630,7 +630,7 @@ ISSUE8_CASES = {
         1,
         ["scene.variants", "a list"],
     ),
-    "4096 px project": (["preview", "IN/big.handles", "--object", "box", "--translate", "0.1", "0", "0", "-o", "OUT.png"], 1, ["4096x4096", "1536-pixel"]),
+    "4096 px project": (["preview", "IN/big.handles", "--object", "box", "--translate", "0.1", "0", "0", "-o", "OUT.png"], 1, ["4096x4096", "2048-pixel"]),
     "--model models/nonexistent": (["render", "IN/layered", "--model", "models/nonexistent", "-o", "OUT.png"], 1, ["models/nonexistent", "no folder"]),
     "export-transforms -o t.xyz": (["export-transforms", "IN/g.handles", "-o", "OUT.xyz"], 1, ["OUT.xyz", ".json"]),
     "depth -o DIR": (["depth", "IN/layered/input.png", "-o", "IN"], 1, ["file name"]),

@@ -303,8 +303,10 @@ def test_one_long_side_limit_for_every_command_the_settings_and_projects():
 
     assert LONG_SIDE_RANGE == f"{cio.MIN_LONG_SIDE} to {cio.MAX_LONG_SIDE}"
     assert Settings(working_resolution=cio.MAX_LONG_SIDE).validated().working_resolution == cio.MAX_LONG_SIDE
-    with pytest.warns(UserWarning, match="working_resolution"):
-        assert Settings(working_resolution=cio.MAX_LONG_SIDE + 64).validated().working_resolution == 512
+    with pytest.warns(UserWarning, match="working_resolution"):  # an earlier version's large setting: the largest now
+        assert Settings(working_resolution=cio.MAX_LONG_SIDE + 64).validated().working_resolution == cio.MAX_LONG_SIDE
+    with pytest.warns(UserWarning, match="working_resolution"):  # nonsense: the default
+        assert Settings(working_resolution=100_000).validated().working_resolution == 512
 
 
 @pytest.mark.parametrize(

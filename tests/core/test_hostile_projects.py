@@ -242,7 +242,7 @@ def test_caches_are_read_only_when_used_and_copied_unread(tmp_path, monkeypatch)
 def test_a_project_over_the_working_resolution_limit_is_refused_in_one_line(tmp_path):
     """A 4096x4096 working size (import-scene allowed it for a while): preview and render of such a
     project needed gigabytes, so it is refused where it is opened, before any image is read."""
-    from core.io import MAX_LONG_SIDE
+    from core.io import MAX_PROJECT_LONG_SIDE
 
     base = small_project(tmp_path)
 
@@ -250,8 +250,30 @@ def test_a_project_over_the_working_resolution_limit_is_refused_in_one_line(tmp_
         m["scene"]["camera"].update(width=4096, height=4096)
 
     path = hostile(base, tmp_path / "big.handles", edit)
-    msg = one_line_error(path, "4096x4096", f"{MAX_LONG_SIDE}-pixel", "--long-side")
+    msg = one_line_error(path, "4096x4096", f"{MAX_PROJECT_LONG_SIDE}-pixel", "--long-side")
     assert "manifest.json" in msg
+
+
+def test_a_project_the_editor_saved_at_its_old_2048_pixel_limit_still_opens(tmp_path):
+    """The editor allowed a 2048 px working resolution before the 1536 px limit of new scenes:
+    every project it saved must still open (nothing lost), and a stored 2048 setting becomes 1536."""
+    import warnings
+
+    from core.io import MAX_LONG_SIDE, MAX_PROJECT_LONG_SIDE
+    from core.settings import Settings
+
+    h, w = 1024, 2048
+    assert MAX_LONG_SIDE < w <= MAX_PROJECT_LONG_SIDE
+    mask = np.zeros((h, w), bool)
+    mask[100:300, 200:600] = True
+    scene = Scene(photo=np.zeros((h, w, 3), np.uint8), depth=np.full((h, w), 2.0, np.float32), camera=Camera(w, h), objects=[SceneObject("box", mask)])
+    path = P.save_project(tmp_path / "old.handles", P.Project(scene))
+    back = P.load_project(path)
+    assert back.scene.size == (w, h) and back.scene.objects[0].mask.sum() == mask.sum()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = Settings(working_resolution=2048).validated()
+    assert s.working_resolution == MAX_LONG_SIDE and any("1536" in str(c.message) for c in caught)
 
 
 # ----------------------------------------------------------------------------- 2. render images
