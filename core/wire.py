@@ -153,10 +153,6 @@ def blobs_to_arrays(blobs: dict[str, bytes], prefix: str) -> dict[str, np.ndarra
     return {f"{prefix}{i}": np.frombuffer(bytes(v), np.uint8) for i, v in enumerate(blobs.values())}
 
 
-def blobs_names(blobs: dict[str, bytes]) -> list[str]:
-    return list(blobs)
-
-
 def blobs_from_arrays(names: list[str], arrays: dict[str, np.ndarray], prefix: str) -> dict[str, bytes]:
     return {n: arrays[f"{prefix}{i}"].tobytes() for i, n in enumerate(names) if f"{prefix}{i}" in arrays}
 
@@ -220,7 +216,7 @@ def event_to_wire(ev: Event) -> tuple[str, dict, dict[str, np.ndarray]]:
     if isinstance(ev, Preview):
         return "preview", {"step": ev.step, "total": ev.total}, {"image": ev.image}
     if isinstance(ev, Finished):
-        return "finished", {"info": ev.info, "blobs": blobs_names(ev.blobs)}, {"image": ev.image, **blobs_to_arrays(ev.blobs, "blob")}
+        return "finished", {"info": ev.info, "blobs": list(ev.blobs)}, {"image": ev.image, **blobs_to_arrays(ev.blobs, "blob")}
     if isinstance(ev, Cancelled):
         return "cancelled", {}, {}
     if isinstance(ev, Error):

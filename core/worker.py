@@ -456,11 +456,9 @@ class EngineProcess:
         """Run a named task in the engine; its result. Raises RenderCancelled when cancelled,
         :class:`EngineCrashError` when the engine died, HandlesError with the engine's message when
         the task failed."""
-        from core.errors import RenderCancelled as _Cancelled
-
         ev = self._run("task", {"name": spec.name, "params": spec.params}, dict(spec.arrays), None, emit, token)
         if isinstance(ev, Cancelled):
-            raise _Cancelled("cancelled")
+            raise RenderCancelled("cancelled")
         if isinstance(ev, Error):
             raise HandlesError(ev.message)
         return ev

@@ -157,20 +157,25 @@ def _pair():
     return Connection(a.detach()), Connection(b.detach())
 
 
+def _send_and_receive(a, b, *message, local: bool = True):
+    """``wire.send(a, *message)`` from a thread of its own (inline arrays fill the socket until
+    they are read) and ``wire.recv(b)``; (what send returned, what recv returned)."""
+    sent: list = []
+    t = threading.Thread(target=lambda: sent.append(wire.send(a, *message, local=local)))
+    t.start()
+    got = wire.recv(b)
+    t.join(10)
+    return sent[0], got
+
+
 @pytest.mark.parametrize("local", [True, False])
 def test_arrays_cross_exactly_by_socket_and_by_shared_memory(local):
     a, b = _pair()
     big = np.random.default_rng(0).integers(0, 255, (700, 800, 3), dtype=np.uint8)  # > 1 MB
     small = np.arange(12, dtype=np.float32).reshape(3, 4)
     before = _shm_blocks()
-    sent: list = []  # a sender of its own: inline, a big array fills the socket until it is read
-    t = threading.Thread(
-        target=lambda: sent.append(wire.send(a, "x", {"v": 1.5, "nan": float("nan")}, {"big": big, "small": small, "mask": small > 3}, local=local))
-    )
-    t.start()
-    kind, header, arrays = wire.recv(b)
-    t.join(10)
-    assert bool(sent[0]) == local
+    blocks, (kind, header, arrays) = _send_and_receive(a, b, "x", {"v": 1.5, "nan": float("nan")}, {"big": big, "small": small, "mask": small > 3}, local=local)
+    assert bool(blocks) == local
     assert kind == "x" and header == {"v": 1.5, "nan": "nan"}
     assert np.array_equal(arrays["big"], big) and np.array_equal(arrays["small"], small) and arrays["mask"].dtype == bool
     assert _shm_blocks() <= before  # the receiver unlinked what it read
@@ -201,10 +206,7 @@ def test_a_scene_crosses_the_wire_whole():
     s.background_depth = s.depth + 1.0
     a, b = _pair()
     header, arrays = wire.scene_to_wire(s)
-    t = threading.Thread(target=wire.send, args=(a, "scene", header, arrays))  # inline arrays fill the socket until read
-    t.start()
-    _, h, arr = wire.recv(b)
-    t.join(10)
+    _, (_, h, arr) = _send_and_receive(a, b, "scene", header, arrays)
     t = wire.scene_from_wire(h, arr)
     assert np.array_equal(t.photo, s.photo) and np.array_equal(t.depth, s.depth) and np.array_equal(t.background_depth, s.background_depth)
     assert [(o.id, o.name, o.visible, o.transform) for o in t.objects] == [(o.id, o.name, o.visible, o.transform) for o in s.objects]
