@@ -72,6 +72,12 @@ class Config:
     # guidance 7.5 (the bundled model, 0: 21.21) and 21.73 / 21.70 / 21.64 at 1 / 2 / 3 (0: 21.61 /
     # 21.57 / 21.53): +0.1 dB, not the 22 dB the issue asks; the bundled weights are 0's
     noise_offset: float = 0.0
+    # extra loss weight on the latent cells an object covers (weight 1 + this there). Objects are
+    # ~8 % of a scene's pixels; unguided samples of the bundled model reach 26.7 dB on the floor
+    # and wall but 11.5 dB on the objects (24 held-out scenes, 25 steps, guidance 7.5). Measured
+    # with 4 (a full retrain, 59.7 min): objects 11.45 dB, all 20.88 dB (bundled: 21.21), so the
+    # objects' deficit is not the loss's share of them; the bundled weights are 0's
+    object_weight: float = 0.0
     text_hidden: int = 64
     text_layers: int = 2
     # bookkeeping
@@ -158,24 +164,31 @@ def make_data(cfg: Config, work: Path) -> Path:
     h, w = cfg.latent_hw
     photos = np.zeros((len(layouts), cfg.height, cfg.width, 3), np.uint8)
     dconds = np.zeros((len(layouts), 1, h, w), np.float32)
+    omasks = np.zeros((len(layouts), 1, h, w), np.uint8)
+    f = cfg.vae_factor
     captions = []
     t0 = time.monotonic()
     for i, lay in enumerate(layouts):
         r = render_layout(lay, cfg.width, cfg.height)
         photos[i] = r.photo
         dconds[i] = depth_condition(r.depth, h, w)[0].numpy()
+        covered = np.zeros(r.depth.shape, bool)
+        for m in r.masks.values():
+            covered |= m
+        # a latent cell counts as the object's when any of its pixels is
+        omasks[i, 0] = covered[: h * f, : w * f].reshape(h, f, w, f).any(axis=(1, 3))
         captions.append(lay.caption())
         if (i + 1) % 500 == 0:
             log(f"data {i + 1}/{len(layouts)} ({(time.monotonic() - t0) / (i + 1) * 1000:.0f} ms a scene)")
     tmp = work / ".data.tmp.npz"
-    np.savez(tmp, photos=photos, dconds=dconds, captions=np.array(captions))
+    np.savez(tmp, photos=photos, dconds=dconds, omasks=omasks, captions=np.array(captions))
     os.replace(tmp, out)
     return out
 
 
 def load_data(path: Path):
     with np.load(path) as z:
-        return z["photos"], z["dconds"], [str(c) for c in z["captions"]]
+        return z["photos"], z["dconds"], z["omasks"], [str(c) for c in z["captions"]]
 
 
 # ----------------------------------------------------------------------------- 2. vae
@@ -333,7 +346,15 @@ def alphas_cumprod():
     return torch.cumprod(1.0 - betas, 0).float()
 
 
-def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray, captions: list[str], stop_after: int | None = None):
+def train_unet(
+    cfg: Config,
+    work: Path,
+    latents: np.ndarray,
+    dconds: np.ndarray,
+    omasks: np.ndarray,
+    captions: list[str],
+    stop_after: int | None = None,
+):
     import torch
     from transformers import CLIPTokenizer
 
@@ -357,6 +378,7 @@ def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray,
     start = resume(ck, dev, {"unet": unet, "text": text, "ema_unet": ema_u, "ema_text": ema_t, "opt": opt}, "unet")
     lat = torch.from_numpy(latents).to(dev)
     dc = torch.from_numpy(dconds).to(dev)
+    om = torch.from_numpy(omasks).to(dev)
     ids = ids.to(dev)
     empty = empty.to(dev)
     ac = alphas_cumprod().to(dev)
@@ -401,7 +423,8 @@ def train_unet(cfg: Config, work: Path, latents: np.ndarray, dconds: np.ndarray,
         pred = unet(torch.cat([zt, dc[idx]], 1), t, encoder_hidden_states=emb).sample
         snr = a.view(b) / (1 - a.view(b))
         weight = torch.clamp(snr, max=cfg.min_snr) / snr
-        loss = (weight * (pred - noise).pow(2).mean((1, 2, 3))).mean()
+        cells = 1.0 + cfg.object_weight * om[idx].float()
+        loss = (weight * ((pred - noise).pow(2) * cells).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -486,7 +509,7 @@ def evaluate(folder: Path, cfg: Config) -> dict:
     from core.world import HELD_OUT_SEED, random_layout, render_layout
 
     engine = HandlesEngine(load_models(folder, "auto", "fp32"))
-    rt, un = [], []
+    rt, un, ob = [], [], []
     for k in range(cfg.eval_scenes):
         lay = random_layout(HELD_OUT_SEED + k)
         r = render_layout(lay, cfg.width, cfg.height)
@@ -494,9 +517,14 @@ def evaluate(folder: Path, cfg: Config) -> dict:
         g = torch.Generator().manual_seed(k)
         img = engine.sample(r.depth, lay.caption(), steps=cfg.eval_steps, guidance_scale=cfg.eval_guidance, generator=g)
         un.append(psnr(img, r.photo))
+        covered = np.zeros(r.depth.shape, bool)
+        for m in r.masks.values():
+            covered |= m
+        ob.append(psnr(img[covered], r.photo[covered]))
     return {
         "vae_round_trip_psnr": round(float(np.mean(rt)), 2),
         "unguided_sample_psnr": round(float(np.mean(un)), 2),
+        "unguided_object_psnr": round(float(np.mean(ob)), 2),
         "eval_scenes": cfg.eval_scenes,
         "eval_seeds": f"{HELD_OUT_SEED}..{HELD_OUT_SEED + cfg.eval_scenes - 1}",
         "eval_steps": cfg.eval_steps,
@@ -539,7 +567,7 @@ def write_model_card(folder: Path, quality: dict | None = None) -> Path:
         f" {cfg['width']}x{cfg['height']} with their captions; held-out seeds start at 1,000,000.",
         f"- VAE: {cfg['vae_steps']} steps of {cfg['vae_batch']} random {cfg['vae_crop']}px crops, L1 + {cfg['vae_kl']:g} KL, AdamW {cfg['vae_lr']:g}, cosine.",
         f"- UNet + text encoder together: {cfg['unet_steps']} steps of {cfg['unet_batch']} latents, epsilon prediction, Min-SNR-{cfg['min_snr']:g}"
-        f" weights, noise offset {cfg.get('noise_offset', 0):g}, caption dropout {cfg['caption_dropout']:g} (classifier-free guidance), AdamW {cfg['unet_lr']:g} with"
+        f" weights, object cells weighted {1 + cfg.get('object_weight', 0):g}x, noise offset {cfg.get('noise_offset', 0):g}, caption dropout {cfg['caption_dropout']:g} (classifier-free guidance), AdamW {cfg['unet_lr']:g} with"
         f" {cfg['warmup']} warm-up steps and cosine decay, gradient clipping 1, EMA {cfg['ema_decay']:g} (exported).",
         f"- Seed {cfg['seed']}; batches are drawn from generators seeded by (seed, step), so a resumed run is the same run.",
         "",
@@ -552,7 +580,8 @@ def write_model_card(folder: Path, quality: dict | None = None) -> Path:
             "",
             f"- VAE round trip: {q.get('vae_round_trip_psnr')} dB PSNR",
             f"- unguided samples (DDIM {q.get('eval_steps')} steps, guidance {q.get('eval_guidance')}, from the true depth and caption):"
-            f" {q.get('unguided_sample_psnr')} dB PSNR against the ray-cast photos",
+            f" {q.get('unguided_sample_psnr')} dB PSNR against the ray-cast photos"
+            + (f", {q['unguided_object_psnr']} dB on the objects' pixels" if "unguided_object_psnr" in q else ""),
             f"- training time: {q.get('train_minutes')} min",
             "",
             "Diffusion Handles on it against ground truth: `make bench-quality` (the README quotes the table).",
@@ -575,11 +604,11 @@ def train(cfg: Config, work: Path, out: Path, stop_after: int | None = None) -> 
     cfg_file.write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.monotonic()
     log(f"train-world on {device()}: {cfg}")
-    photos, dconds, captions = load_data(make_data(cfg, work))
+    photos, dconds, omasks, captions = load_data(make_data(cfg, work))
     log(f"data: {len(photos)} scenes ({time.monotonic() - t0:.0f} s)")
     vae = train_vae(cfg, work, photos)
     latents, scale = make_latents(cfg, work, vae, photos)
-    trained = train_unet(cfg, work, latents, dconds, captions, stop_after=stop_after)
+    trained = train_unet(cfg, work, latents, dconds, omasks, captions, stop_after=stop_after)
     if trained is None:
         return None
     unet, text, tok_dir = trained
