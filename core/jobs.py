@@ -23,7 +23,7 @@ from core.errors import RenderCancelled
 #: the preset name of a render that needs no model (the geometric preview)
 GEOMETRIC = "geometric"
 #: request fields added after requests were first stored: part of the key only when not empty
-_KEYED_WHEN_SET = ("controlnet", "lora")
+_KEYED_WHEN_SET = ("controlnet", "lora", "locks")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class RenderRequest:
     lora: str = ""
     #: the checked weights file of ``lora`` ("" when none)
     lora_path: str = ""
+    #: the identity locks applied (``core.ml.handles.lock``), one dict per locked object:
+    #: ``object_id``, ``name``, ``method``, ``word``, ``cache`` (the project cache holding it)
+    locks: list = field(default_factory=list)
 
     @property
     def geometric(self) -> bool:

@@ -14,6 +14,8 @@ everything that decides the render:
 * the few-step LoRA: the one the document names (``lora``: the CLI's ``--lora``), else for the
   ``turbo`` preset the model's ``turbo_lora`` from the catalog; a missing one makes the geometric
   preview with its fetch command, like a missing model;
+* the identity locks (:func:`request_locks`): the document's locks that are on, of visible
+  objects, learnt on the chosen model; each names the project cache that holds its weights;
 * the typed engine settings: the preset with the sliders applied, steps and resolution filled in
   (the model's own resolution, else the photo's working size; at most the preset's
   ``max_resolution``; steps at most the preset's ``max_steps``);
@@ -43,6 +45,7 @@ __all__ = [
     "find_lora",
     "find_model",
     "render_resolution",
+    "request_locks",
     "resolve_request",
 ]
 #: the render-panel sliders are percentages of the preset's guidance weights
@@ -268,6 +271,7 @@ def resolve_request(
                 **common, preset=GEOMETRIC, model=name, resolution=max(scene.size), missing=lc.error, fetch_command=lc.fetch_command, lora=lora
             )
         lora_path = str(lc.path)
+    locks = request_locks(scene, render_settings, name)
     res = int(resolution) if resolution else render_resolution(base.max_resolution, choice.native_resolution, scene.size)
     every = getattr(settings, "preview_every", None)
     handles = engine_settings(preset_name, render_settings, steps, res, every)
@@ -283,4 +287,23 @@ def resolve_request(
         controlnet_path=str(choice.controlnet_path or ""),
         lora=lora,
         lora_path=lora_path,
+        locks=locks,
     )
+
+
+def request_locks(scene, render_settings: Mapping, model: str) -> list[dict]:
+    """The identity locks a render applies: those of the document (``render_settings["locks"]``:
+    object id -> the lock's record) that are switched on, whose object is in the scene and
+    visible, and that were learnt on ``model`` (a lock fits only the model it was learnt on)."""
+    stored = render_settings.get("locks") or {}
+    if not isinstance(stored, Mapping):
+        return []
+    out = []
+    for o in scene.objects:
+        rec = stored.get(o.id)
+        if not isinstance(rec, Mapping) or not rec.get("enabled", True) or not o.visible:
+            continue
+        if str(rec.get("model", "")) != str(model) or not rec.get("cache"):
+            continue
+        out.append({"object_id": o.id, "name": o.name, "method": str(rec.get("method", "")), "word": str(rec.get("word", "")), "cache": str(rec["cache"])})
+    return out

@@ -170,8 +170,32 @@ def _task_unload(state: EngineState, spec: TaskSpec, emit: EmitFn, token: Cancel
     return count
 
 
+def _task_learn(state: EngineState, spec: TaskSpec, emit: EmitFn, token: CancelToken):
+    """Learn an identity lock (``core.ml.handles.lock``) of one object on the request's model,
+    in the renderer that renders with it (the model is loaded once for both). Params:
+    ``request`` (a resolved RenderRequest as a dict), ``word``, ``object_id``, ``settings``
+    (LockSettings fields); arrays: ``photo``, ``depth``, ``mask`` and optionally ``photo_1``,
+    ``depth_1``, ``mask_1``, ... (extra photos of the object). Result: the lock's bytes as uint8."""
+    from core.ml.handles.lock import LockSettings
+
+    request = RenderRequest.from_dict(dict(spec.params["request"]))
+    if request.geometric or not request.model_path:
+        raise HandlesError(request.missing or "locking an identity needs a diffusion model; choose one in the Render panel")
+    renderer = state.factory(request)
+    if not hasattr(renderer, "learn"):
+        raise HandlesError("this renderer cannot learn identity locks")
+    views = []
+    for suffix in [""] + [f"_{i}" for i in range(1, 64)]:
+        if f"photo{suffix}" not in spec.arrays:
+            break
+        views.append((spec.arrays[f"photo{suffix}"], spec.arrays[f"depth{suffix}"], np.asarray(spec.arrays[f"mask{suffix}"], bool)))
+    settings = LockSettings(**dict(spec.params.get("settings") or {}))
+    lock = renderer.learn(views, request, str(spec.params["word"]), settings, object_id=str(spec.params.get("object_id", "")), emit=emit, token=token)
+    return np.frombuffer(lock.to_bytes(), dtype=np.uint8).copy()
+
+
 #: name -> fn(state, spec, emit, token) -> result (an array, or a JSON-able value)
-TASKS: dict[str, Callable] = {"depth": _task_depth, "segment": _task_segment, "unload": _task_unload}
+TASKS: dict[str, Callable] = {"depth": _task_depth, "segment": _task_segment, "unload": _task_unload, "learn": _task_learn}
 
 
 def run_task(state: EngineState, spec: TaskSpec, emit: EmitFn, token: CancelToken):

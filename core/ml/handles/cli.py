@@ -148,6 +148,8 @@ def cmd_render(args) -> int:
         render_settings["model"] = args.model
     if args.lora:
         render_settings["lora"] = args.lora
+    if project is not None and not args.no_locks:  # the identity locks learnt in the project (`learn`)
+        render_settings["locks"] = dict((project.settings or {}).get("render") or {}).get("locks") or {}
     request = resolve_request(scene, render_settings, user, prompt=args.prompt, resolution=args.resolution)
     if request.missing:  # the user asked for a diffusion render: a missing model is an error here
         raise ModelError(request.missing, fetch_command=request.fetch_command)
@@ -184,12 +186,176 @@ def cmd_render(args) -> int:
     ev = ", ".join(f"{k} {v}" for k, v in sorted(evals.items()))
     reused = " (identity reused)" if info.get("identity_reused") else ""
     lora = f", LoRA {request.lora}" if request.lora else ""
+    lora += "".join(f", {lk['method']} lock on '{lk['name']}'" for lk in request.locks)
     print(f"wrote {out} ({w}x{h}, preset {args.preset}, {request.steps} steps{lora}, {time.monotonic() - t0:.1f} s{reused}; UNet: {ev})")
     return 0
 
 
+LEARN_DESCRIPTION = """\
+Lock an object's identity: personalise the project's diffusion model on the object so that it
+stays itself when a large rotation reveals sides the photo does not show. The lock is stored in
+the project (per object) and applied by later renders (`render`, the editor) with that model.
+
+Methods: ti (Textual Inversion: the object's word in the prompt becomes learnt vectors; a few
+KB), custom (Custom Diffusion: the word plus the UNet's cross-attention keys and values as a
+low-rank update), lora (DreamBooth-LoRA: a LoRA on the UNet's attention, with prior preservation
+on images the model makes of "a <word>"; the default). With the bundled world model a lock takes
+seconds to a minute on a CPU; with a real-size model it takes hours on a CPU (use a GPU).
+"""
+
+
+def cmd_learn(args) -> int:
+    from dataclasses import replace
+
+    from core.document import now_iso
+    from core.errors import ModelError
+    from core.jobs import CancelToken
+    from core.locks import describe, record_for, with_lock
+    from core.ml.handles.lock import estimate_seconds, lock_settings, word_for
+    from core.ml.handles.renderer import DiffusionHandlesRenderer
+    from core.project import load_project, save_project
+    from core.request import resolve_request
+    from core.settings import load_settings
+    from core.world import is_world_scene
+
+    src = Path(args.project)
+    if not src.is_file():
+        raise InputError(f"{src}: no such project file (learn works on a .handles project; import a scene first)")
+    project = load_project(src, caches=True)
+    scene = project.scene
+    if args.object is None:
+        if len(scene.objects) != 1:
+            names = ", ".join(repr(o.name) for o in scene.objects) or "none"
+            raise InputError(f"give --object NAME (the project's objects: {names})")
+        obj = scene.objects[0]
+    else:
+        try:
+            obj = scene.object(args.object)
+        except KeyError as exc:
+            raise InputError(f"{src.name}: {exc.args[0]}") from None
+    render = dict((project.settings or {}).get("render") or {})
+    user = load_settings()
+    over = {"device": args.device}
+    if args.precision:
+        over["precision"] = args.precision
+    user = replace(user, **over)
+    if args.model:
+        render["model"] = args.model
+    render.pop("lora", None)
+    request = resolve_request(scene, {**render, "preset": "default"}, user)
+    if request.missing:
+        raise ModelError(request.missing, fetch_command=request.fetch_command)
+    from core.world import NOUNS
+
+    word = args.word or word_for(obj.name, scene.prompt, dict(NOUNS) if is_world_scene(scene) else None)
+    world = is_world_scene(scene) and request.model == "world"
+    settings = lock_settings(args.method, world, steps=args.steps, mirror=bool(args.mirror) or None, seed=args.seed)
+    views = [(scene.photo, scene.depth, obj.mask)]
+    for photo_path, mask_path, depth_path in args.extra or []:
+        views.append(_extra_view(Path(photo_path), Path(mask_path), Path(depth_path)))
+    gpu = args.device not in ("cpu",) and _has_gpu()
+    est = estimate_seconds(settings, "world" if world else _backend(request), "cuda" if gpu else "cpu")
+    print(
+        f"locking '{obj.name}' as '{word}' with {args.method} ({settings.steps} steps of {settings.batch} {settings.size} px crops"
+        f" from {len(views)} photo(s)) on {request.model}; about {_duration(est)}",
+        file=sys.stderr,
+    )
+    if est > 1800 and not args.yes:
+        raise InputError(
+            f"this lock would take about {_duration(est)} here (a real-size model on a CPU); run it on a GPU (--device cuda), "
+            "use the world model's scenes, or pass --yes to start anyway"
+        )
+    renderer = DiffusionHandlesRenderer()
+    token = CancelToken()
+    lock = renderer.learn(views, request, word, settings, object_id=obj.id, emit=_progress_printer(), token=token)
+    data = lock.to_bytes()
+    rec = record_for(data, obj.id, created=now_iso())
+    old = render.get("locks") if isinstance(render.get("locks"), dict) else {}
+    stale = (old or {}).get(obj.id, {}).get("cache") if isinstance((old or {}).get(obj.id), dict) else None
+    project.caches[rec["cache"]] = data
+    if stale and stale != rec["cache"] and stale in project.caches:
+        del project.caches[stale]  # the object's previous lock (the project keeps one per object)
+    settings_all = dict(project.settings or {})
+    stored_render = dict(settings_all.get("render") or {})
+    stored_render["locks"] = with_lock(old, obj.id, rec)
+    settings_all["render"] = stored_render
+    project.settings = settings_all
+    save_project(src, project)
+    print(f"locked '{obj.name}' in {src.name}: {describe(rec)}")
+    return 0
+
+
+def _backend(request) -> str:
+    from core.ml import store
+
+    try:
+        return store.detect_backend(Path(request.model_path)) or "sd2-depth"
+    except Exception:  # noqa: BLE001 - an estimate only
+        return "sd2-depth"
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _extra_view(photo: Path, mask: Path, depth: Path):
+    """(photo, depth, mask) of an extra photo of the object, at the photo's own working size."""
+    from core.dhformat import _read_mask
+    from core.io import check_depth_shape, load_depth, load_photo, resize_mask
+
+    ph = load_photo(photo, long_side=512).working
+    h, w = ph.shape[:2]
+    d = load_depth(depth, size=(w, h), photo_size=(w, h))
+    m = _read_mask(mask)
+    check_depth_shape((m.shape[1], m.shape[0]), (w, h), (w, h), source=str(mask))
+    if m.shape != (h, w):
+        m = resize_mask(m, (w, h))
+    if m.sum() < 16:
+        raise InputError(f"{mask}: the mask selects fewer than 16 pixels (white marks the object)")
+    return ph, d, m
+
+
 def register(subparsers) -> None:
     from core.commands.preview import add_edit_arguments
+
+    q = subparsers.add_parser(
+        "learn",
+        help="lock an object's identity: personalise the diffusion model on it (stored in the project)",
+        description=LEARN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("project", metavar="PROJECT.handles")
+    q.add_argument("--object", default=None, metavar="NAME", help="the object to lock (not needed with a single object)")
+    q.add_argument("--method", choices=("ti", "custom", "lora"), default="lora")
+    q.add_argument("--word", default=None, help="the prompt's word for the object (default: its name's word that the prompt holds, e.g. 'box')")
+    q.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default: the method's, for this model)")
+    q.add_argument("--seed", type=int, default=None, metavar="S")
+    q.add_argument("--mirror", action="store_true", help="also train on mirrored crops (only for symmetric objects: mirroring changes the others)")
+    q.add_argument(
+        "--extra",
+        nargs=3,
+        action="append",
+        metavar=("PHOTO", "MASK", "DEPTH"),
+        help="another photo of the same object, its mask (white: the object) and its depth file (see `handles-studio depth`); repeatable",
+    )
+    q.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="the model to lock on (default: the project's)")
+    q.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    q.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"))
+    q.add_argument("--yes", action="store_true", help="start even when the lock would take more than 30 minutes here")
+    q.set_defaults(func=cmd_learn)
 
     p = subparsers.add_parser(
         "render",
@@ -238,4 +404,5 @@ def register(subparsers) -> None:
     p.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPUs, fp32 on CPUs (bf16 on request)")
     p.add_argument("-o", "--output", required=True, metavar="out.png", help="image to write (the working size)")
     p.add_argument("--save-identity", action="store_true", help="store the photo's identity in the project so later renders reuse it")
+    p.add_argument("--no-locks", action="store_true", help="render without the project's identity locks (see `learn`)")
     p.set_defaults(func=cmd_render)

@@ -142,6 +142,9 @@ class DiffusionHandlesRenderer:
         self._serialised: dict[str, bytes] = {}
         self._engine = None
         self._engine_key = None
+        #: identity locks read from projects, by cache name; the current render's
+        self._locks: dict = {}
+        self._pending_locks: list = []
 
     # ------------------------------------------------------------------ identity cache
     def add_identity_bytes(self, data: bytes) -> str | None:
@@ -212,12 +215,43 @@ class DiffusionHandlesRenderer:
 
     @staticmethod
     def _model_id(request: RenderRequest, folder: str) -> str:
-        """What identities of this model are keyed by: the folder, its ControlNet and its LoRA."""
+        """What identities of this model are keyed by: the folder, its ControlNet, its LoRA and
+        the identity locks applied (by their weights' cache names, which hold their digests)."""
         parts = [folder]
         for extra in (getattr(request, "controlnet_path", ""), getattr(request, "lora_path", "")):
             if extra:
                 parts.append(str(extra))
+        parts += sorted(str(lk.get("cache", "")) for lk in getattr(request, "locks", None) or [])
         return "+".join(parts)
+
+    @staticmethod
+    def _prompt(scene: Scene, request: RenderRequest) -> str:
+        """The prompt rendered with: the request's (else the scene's), holding every lock's word."""
+        from core.ml.handles.lock import lock_prompt
+
+        prompt = request.prompt or scene.prompt
+        words = [str(lk.get("word", "")) for lk in getattr(request, "locks", None) or [] if lk.get("word")]
+        return lock_prompt(prompt, words) if words else prompt
+
+    def _load_locks(self, request: RenderRequest, caches) -> list:
+        """The request's locks, read from ``caches`` (kept by cache name once read); a lock whose
+        weights are missing or damaged is a one-line InputError naming the object."""
+        from core.ml.handles.lock import IdentityLock
+
+        out = []
+        for rec in getattr(request, "locks", None) or []:
+            name = str(rec.get("cache", ""))
+            lk = self._locks.get(name)
+            if lk is None:
+                who = f"the identity lock of '{rec.get('name', rec.get('object_id', '?'))}'"
+                if caches is None or name not in caches:
+                    raise InputError(f"{who} is missing from the project (its weights '{name}' are not stored); learn it again or switch it off")
+                lk = IdentityLock.from_bytes(caches[name], what=who)
+                self._locks[name] = lk
+                while len(self._locks) > 16:
+                    self._locks.pop(next(iter(self._locks)))
+            out.append(lk)
+        return out
 
     def identity_key(self, scene: Scene, request: RenderRequest) -> str:
         from core.ml.handles.identity import identity_key
@@ -225,7 +259,7 @@ class DiffusionHandlesRenderer:
         settings = self.settings_for(request)
         size = render_size(scene, settings.resolution)
         small = resample_scene(scene, size)
-        prompt = request.prompt or scene.prompt
+        prompt = self._prompt(scene, request)
         model_id = self._model_id(request, self._model_folder(request))
         return identity_key(small.content_id(), prompt, model_id, size, settings.identity_fields())
 
@@ -256,6 +290,38 @@ class DiffusionHandlesRenderer:
             self._identities.popitem(last=False)
         return ident, reused
 
+    # ------------------------------------------------------------------ identity locks
+    def learn(
+        self,
+        views: list,
+        request: RenderRequest,
+        word: str,
+        lock_settings,
+        object_id: str = "",
+        emit: EmitFn = _noop,
+        token: CancelToken | None = None,
+    ):
+        """Learn an identity lock (:func:`core.ml.handles.lock.learn_lock`) of one object on the
+        request's model (loaded once and shared with renders). ``views``: (photo, depth, mask) at
+        any size, the project's photo first; each is resampled to the request's render size."""
+        from core.io import resize_float, resize_mask, resize_rgb, working_size
+        from core.ml.handles.lock import learn_lock
+
+        token = token or CancelToken()
+        settings = self.settings_for(request)
+        engine, _ = self._engine_for(request, emit)
+        token.check()
+        small = []
+        for photo, depth, mask in views:
+            h, w = depth.shape
+            size = (w, h) if max(w, h) == int(settings.resolution) else working_size(w, h, long_side=int(settings.resolution))
+            if size == (w, h):
+                small.append((photo, depth, np.asarray(mask, bool)))
+            else:
+                small.append((resize_rgb(photo, size), resize_float(depth, size), resize_mask(np.asarray(mask, bool), size)))
+        prompt = request.prompt or ""
+        return learn_lock(engine, small, prompt, word, lock_settings, object_id=object_id, model_name=request.model, emit=emit, token=token)
+
     # ------------------------------------------------------------------ Renderer
     def render(self, scene: Scene, request: RenderRequest, emit: EmitFn = _noop, token: CancelToken | None = None, caches: dict | None = None) -> RenderResult:
         """Render ``request`` (see the class docstring). ``caches``: the project's stored data; a
@@ -271,7 +337,16 @@ class DiffusionHandlesRenderer:
                     self.add_identity_bytes(caches[name])
                 except Exception as exc:  # noqa: BLE001 - a damaged cache entry only costs a recomputation
                     log.warning("ignoring the project's damaged stored identity %s (%s: %s)", name, type(exc).__name__, exc)
-            image, info = self._render(scene, request, emit, token)
+            self._pending_locks = self._load_locks(request, caches)
+            try:
+                image, info = self._render(scene, request, emit, token)
+            finally:
+                # the loaded model is shared (the model cache): no lock outlives its render
+                if self._pending_locks and self._engine is not None:
+                    from core.ml.handles.lock import apply_locks
+
+                    apply_locks(self._engine.m, [])
+                self._pending_locks = []
             log.info(
                 "rendered preset %s at %dx%d in %.2f s (identity %s, %.2f s; %d steps on %s)",
                 info["preset"],
@@ -319,8 +394,11 @@ class DiffusionHandlesRenderer:
         work_size = scene.size
         size = render_size(scene, settings.resolution)
         small = resample_scene(edited, size)
-        prompt = request.prompt or scene.prompt
+        prompt = self._prompt(scene, request)
         engine, model_id = self._engine_for(request, emit)
+        from core.ml.handles.lock import apply_locks
+
+        apply_locks(engine.m, self._pending_locks)
         engine.counts.clear()
         engine.timings.clear()
         token.check()
@@ -428,6 +506,8 @@ class DiffusionHandlesRenderer:
             "render_seconds": round(render_seconds, 3),
             "identity_reused": reused or False,
             "identity_key": key,
+            "locks": [{"object": str(rec.get("name", "")), "method": str(rec.get("method", "")), "word": str(rec.get("word", ""))} for rec in request.locks],
+            "prompt": prompt,
             "identity_bytes": ident.nbytes(),
             "render_size": list(size),
             "steps": settings.steps,
