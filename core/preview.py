@@ -111,6 +111,10 @@ def clean_plate(photo: np.ndarray, removed: np.ndarray, photo_key: str | None = 
 
 _PAD_CACHE: OrderedDict[tuple, tuple] = OrderedDict()
 
+#: shown pixels sampled at a time: the temporaries of the bilinear taps stay a few tens of MB
+#: however much of the photo a moved object covers (each pixel is sampled on its own)
+SAMPLE_CHUNK = 1 << 20
+
 
 def _padded(photo: np.ndarray, photo_key: str, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Photo (float32) and owner map padded by one pixel (owner -2 there), cached. The cache keeps
@@ -195,11 +199,11 @@ def render_preview(scene, plan: WarpPlan | None = None) -> PreviewResult:
             from core.geometry.lift import object_index_map
 
             owner = object_index_map(scene)
-        sx = plan.src_x.ravel()[shown]
-        sy = plan.src_y.ravel()[shown]
-        obj = plan.target_object.ravel()[shown]
-        colors = sample_object_colors(photo, owner, sx, sy, obj, photo_key)
-        image.reshape(-1, 3)[shown] = np.clip(np.rint(colors), 0, 255).astype(np.uint8)
+        flat = image.reshape(-1, 3)
+        for a in range(0, len(shown), SAMPLE_CHUNK):
+            at = shown[a : a + SAMPLE_CHUNK]
+            colors = sample_object_colors(photo, owner, plan.src_x.ravel()[at], plan.src_y.ravel()[at], plan.target_object.ravel()[at], photo_key)
+            flat[at] = np.clip(np.rint(colors), 0, 255).astype(np.uint8)
     return PreviewResult(image=image, hole=plan.hole.copy(), plan=plan)
 
 

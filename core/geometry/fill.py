@@ -165,7 +165,7 @@ def _solve_component(values: np.ndarray, guide: np.ndarray | None, ys: np.ndarra
 
 
 def _solve(values: np.ndarray, guide: np.ndarray | None, ys: np.ndarray, xs: np.ndarray, known: np.ndarray) -> np.ndarray:
-    system = _system(values, guide, ys, xs, known)
+    system = _system(values, guide, ys, xs, known) if known.any() else None  # no known pixel at all: no need to build it
     if system is None:
         # nothing around the region to anchor it (the objects fill the image): keep the guide, or
         # the farthest value of the component itself

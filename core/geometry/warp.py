@@ -98,9 +98,9 @@ class _ObjectState:
     index: int
     rows: np.ndarray  # (N,) int32
     cols: np.ndarray  # (N,) int32
-    points: np.ndarray  # (3, N) float64 camera frame (rows X, Y, Z: contiguous columns)
-    du: tuple  # (plus, minus): (3, N) float64 one-sided dP/dcol
-    dv: tuple  # (plus, minus): (3, N) float64 one-sided dP/drow
+    z: np.ndarray  # (N,) float32 the depth at each point: with its pixel centre, its exact position (see _points)
+    du: tuple  # (plus, minus): (3, N) float32 one-sided dP/dcol (rows X, Y, Z: contiguous columns)
+    dv: tuple  # (plus, minus): (3, N) float32 one-sided dP/drow
     crease: np.ndarray  # (N,) bool: the one-sided tangents disagree (edge, crease, border)
     pivot: np.ndarray  # (3,) float64
 
@@ -168,32 +168,54 @@ def _creased(du, dv, tol: float = 0.1) -> np.ndarray:
     return out
 
 
+#: pixels of an object's bounding box lifted at a time (bands of rows): the float64 grids of the
+#: tangents stay a few MB each for any object size; the result does not depend on it
+LIFT_CHUNK = 1 << 18
+
+
 def _object_state(k: int, index_map: np.ndarray, depth: np.ndarray, camera, pivot: np.ndarray) -> _ObjectState:
+    """Per-point state of object ``k``: the lift is computed in float64 band by band (with one row
+    of halo each side, so every tangent sees the neighbours it would see in one pass) and kept
+    compact: the depth of each point (its position follows exactly, :func:`_points`) and the
+    tangents in float32 (only the footprints' shape depends on them)."""
     owner_full = index_map == k
     rows, cols = np.nonzero(owner_full)
-    if len(rows) == 0:
-        empty3 = np.zeros((3, 0))
-        return _ObjectState(k, rows.astype(np.int32), cols.astype(np.int32), empty3, (empty3, empty3), (empty3, empty3), np.zeros(0, bool), pivot)
-    r0, r1 = rows.min(), rows.max() + 1
-    c0, c1 = cols.min(), cols.max() + 1
-    owner = owner_full[r0:r1, c0:c1]
+    n = len(rows)
+    du = (np.zeros((3, n), np.float32), np.zeros((3, n), np.float32))
+    dv = (np.zeros((3, n), np.float32), np.zeros((3, n), np.float32))
+    crease = np.zeros(n, bool)
+    state = _ObjectState(k, rows.astype(np.int32), cols.astype(np.int32), depth[rows, cols].astype(np.float32), du, dv, crease, np.asarray(pivot, np.float64))
+    if n == 0:
+        return state
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1  # np.nonzero is in row-major order
+    c0, c1 = int(cols.min()), int(cols.max()) + 1
     x = np.arange(c0, c1, dtype=np.float64) + 0.5
-    y = np.arange(r0, r1, dtype=np.float64) + 0.5
-    xx, yy = np.meshgrid(x, y)
-    pts = camera.unproject(xx, yy, depth[r0:r1, c0:c1].astype(np.float64))
-    du = _tangents(pts, owner, camera.focal, axis=1)
-    dv = _tangents(pts, owner, camera.focal, axis=0)
-    lr, lc = rows - r0, cols - c0
-    return _ObjectState(
-        index=k,
-        rows=rows.astype(np.int32),
-        cols=cols.astype(np.int32),
-        points=np.ascontiguousarray(pts[lr, lc].T),
-        du=tuple(np.ascontiguousarray(t[lr, lc].T) for t in du),
-        dv=tuple(np.ascontiguousarray(t[lr, lc].T) for t in dv),
-        crease=_creased(du, dv)[lr, lc],
-        pivot=np.asarray(pivot, dtype=np.float64),
-    )
+    band = max(1, LIFT_CHUNK // (c1 - c0))
+    for a in range(r0, r1, band):
+        b = min(r1, a + band)
+        lo, hi = max(r0, a - 1), min(r1, b + 1)
+        owner = owner_full[lo:hi, c0:c1]
+        xx, yy = np.meshgrid(x, np.arange(lo, hi, dtype=np.float64) + 0.5)
+        pts = camera.unproject(xx, yy, depth[lo:hi, c0:c1].astype(np.float64))
+        del xx, yy
+        inner = slice(a - lo, b - lo)
+        tu = tuple(t[inner] for t in _tangents(pts, owner, camera.focal, axis=1))
+        tv = tuple(t[inner] for t in _tangents(pts, owner, camera.focal, axis=0))
+        del pts
+        i0, i1 = (int(i) for i in np.searchsorted(rows, [a, b]))
+        lr, lc = rows[i0:i1] - a, cols[i0:i1] - c0
+        for dst, src in zip((*du, *dv), (*tu, *tv)):
+            dst[:, i0:i1] = src[lr, lc].T
+        crease[i0:i1] = _creased(tu, tv)[lr, lc]
+    return state
+
+
+def _points(os_: _ObjectState, sl: slice, camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera-frame X, Y, Z (float64, depth units) of the points ``sl`` of an object: the same
+    numbers as :meth:`core.camera.Camera.unproject` of their pixel centres and depths."""
+    z = os_.z[sl].astype(np.float64)
+    f = camera.focal
+    return (os_.cols[sl] + 0.5 - camera.cx) * z / f, (os_.rows[sl] + 0.5 - camera.cy) * z / f, z
 
 
 def _static_key(scene) -> tuple:
@@ -272,7 +294,7 @@ def _removed_state(st: _Static, removed_objects: frozenset) -> _Removed:
 
 @dataclass
 class _Moved:
-    """Per-point projection of one moved object (all (N,) arrays)."""
+    """Per-point projection of (a chunk of) one moved object (all (n,) arrays)."""
 
     tx: np.ndarray  # float64 target x (pixels)
     ty: np.ndarray  # float64 target y
@@ -283,15 +305,15 @@ class _Moved:
 
     @property
     def jacobian(self) -> np.ndarray:
-        """(N, 2, 2) float32 d(x, y)_target / d(col, row)_source (both sides averaged)."""
+        """(n, 2, 2) float32 d(x, y)_target / d(col, row)_source (both sides averaged)."""
         (up, um), (vp, vm) = self.ju, self.jv
         j = [0.5 * (up[0] + um[0]), 0.5 * (vp[0] + vm[0]), 0.5 * (up[1] + um[1]), 0.5 * (vp[1] + vm[1])]
         return np.stack(j, axis=-1).reshape(-1, 2, 2).astype(np.float32)
 
 
-def _linear(a: np.ndarray, v: np.ndarray, b=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``a @ v (+ b)`` for (3, N) column data, written out: a BLAS call on a 3-wide matrix is slow
-    (and thread-hungry) next to nine fused multiply-adds on contiguous rows."""
+def _linear(a: np.ndarray, v: np.ndarray | tuple[np.ndarray, ...], b=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``a @ v (+ b)`` for (3, N) column data (or its three rows), written out: a BLAS call on a
+    3-wide matrix is slow (and thread-hungry) next to nine fused multiply-adds on contiguous rows."""
     out = []
     for r in range(3):
         acc = a[r, 0] * v[0] + a[r, 1] * v[1] + a[r, 2] * v[2]
@@ -301,7 +323,8 @@ def _linear(a: np.ndarray, v: np.ndarray, b=None) -> tuple[np.ndarray, np.ndarra
     return out[0], out[1], out[2]
 
 
-def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved:
+def _project_object(os_: _ObjectState, transform, camera, near: float, sl: slice) -> _Moved:
+    """The points ``sl`` of an object moved by ``transform`` and projected, in float64."""
     # Any finite transform is allowed (a translation of 1e300, a scale of 1e-300): the maths runs
     # in float64 without overflow warnings, and a point whose position, depth or footprint leaves
     # FAR (inf included) is out of every view, so it is dropped like a point behind the camera;
@@ -309,7 +332,7 @@ def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         a = transform.scale * transform.R
         b = os_.pivot + transform.t - a @ os_.pivot
-        x, y, z = _linear(a, os_.points, b)
+        x, y, z = _linear(a, _points(os_, sl, camera), b)
         f = camera.focal
         front = np.isfinite(z) & (z > near) & (z < FAR)
         inv_z = np.where(front, 1.0 / z, np.nan)
@@ -323,8 +346,8 @@ def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved
             dx, dy, dz = _linear(a, tangent)
             return fz * (dx - xn * dz), fz * (dy - yn * dz), dz
 
-        ju = tuple(image_derivative(t) for t in os_.du)
-        jv = tuple(image_derivative(t) for t in os_.dv)
+        ju = tuple(image_derivative(t[:, sl].astype(np.float64)) for t in os_.du)
+        jv = tuple(image_derivative(t[:, sl].astype(np.float64)) for t in os_.dv)
         ok = front & (np.abs(tx) < FAR) & (np.abs(ty) < FAR)
         for c in (*ju, *jv):
             for comp in c:
@@ -340,34 +363,16 @@ def _project_object(os_: _ObjectState, transform, camera, near: float) -> _Moved
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
-#: points whose footprints are expanded into candidates at a time: the per-candidate temporaries
-#: (a dozen arrays of one to a few entries per point) stay about a hundred MB for any object size
+#: points projected and expanded into candidates at a time: the per-point float64 state and the
+#: per-candidate temporaries (a dozen arrays of one to a few entries per point) stay about a
+#: hundred MB for any object size; the plan does not depend on it
 FOOTPRINT_CHUNK = 1 << 19
 
 
 def _footprints(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=None) -> tuple[np.ndarray, ...]:
     """Candidates of the footprint part ``u in [ulo, uhi], v in [vlo, vhi]`` (source pixels, about
     the point) of every point, mapped with ``ju = (dx, dy, dz)/dcol`` and ``jv`` per point.
-    Returns (pix, z, point index, u, v); ``index`` maps local point numbers to the object's.
-
-    Points are taken :data:`FOOTPRINT_CHUNK` at a time, in order, so the result is the same as in
-    one pass while the temporaries stay bounded."""
-    n = len(tx)
-    if n <= FOOTPRINT_CHUNK:
-        return _footprints_chunk(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index)
-    parts = []
-    for a in range(0, n, FOOTPRINT_CHUNK):
-        sl = slice(a, min(n, a + FOOTPRINT_CHUNK))
-        pix, z, gi, u, v = _footprints_chunk(
-            tx[sl], ty[sl], tz[sl], ok[sl], tuple(c[sl] for c in ju), tuple(c[sl] for c in jv), ulo, uhi, vlo, vhi, shape, None
-        )
-        gi = gi + a  # local to the chunk -> local to the call
-        parts.append((pix, z, gi if index is None else index[gi], u, v))
-    return tuple(np.concatenate([p[c] for p in parts]) for c in range(5))
-
-
-def _footprints_chunk(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=None) -> tuple[np.ndarray, ...]:
-    """:func:`_footprints` for one chunk of points."""
+    Returns (pix, z, point index, u, v); ``index`` maps local point numbers to the object's."""
     h, w = shape
     jux, juy, juz = ju
     jvx, jvy, jvz = jv
@@ -418,8 +423,9 @@ def _footprints_chunk(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=N
     return qy[acc] * w + qx[acc], z, (gi if index is None else index[gi]), u, v
 
 
-def _candidates(m: _Moved, crease: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """Target-pixel candidates of one object: (pix, z, point index, u_col, u_row).
+def _candidates(m: _Moved, crease: np.ndarray, shape: tuple[int, int]) -> list[tuple[np.ndarray, ...]]:
+    """Target-pixel candidates of (a chunk of) one object in five parts (the smooth footprints,
+    then the four quadrants of the creased points), each (pix, z, point index, u_col, u_row).
 
     A point's footprint is its source pixel ``[-0.5, 0.5]^2`` grown by ``FOOTPRINT_SLACK``. On a
     smooth surface (the two one-sided tangents agree) it is mapped as one parallelogram. At a
@@ -432,16 +438,17 @@ def _candidates(m: _Moved, crease: np.ndarray, shape: tuple[int, int]) -> tuple[
     smooth_ok = m.ok & ~crease
     parts = [_footprints(m.tx, m.ty, m.tz, smooth_ok, m.ju[0], m.jv[0], -hi, hi, -hi, hi, shape)]
     ci = np.nonzero(crease & m.ok)[0]
-    if len(ci):
-        tx, ty, tz, ok = m.tx[ci], m.ty[ci], m.tz[ci], m.ok[ci]
-        for su in (0, 1):  # 0: plus side, 1: minus side
-            ju = tuple(c[ci] for c in m.ju[su])
-            ulo, uhi = (lo, hi) if su == 0 else (-hi, -lo)
-            for sv in (0, 1):
-                jv = tuple(c[ci] for c in m.jv[sv])
-                vlo, vhi = (lo, hi) if sv == 0 else (-hi, -lo)
-                parts.append(_footprints(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=ci))
-    return tuple(np.concatenate([p[c] for p in parts]) for c in range(5))
+    if not len(ci):
+        return parts + [_EMPTY] * 4
+    tx, ty, tz, ok = m.tx[ci], m.ty[ci], m.tz[ci], m.ok[ci]
+    for su in (0, 1):  # 0: plus side, 1: minus side
+        ju = tuple(c[ci] for c in m.ju[su])
+        ulo, uhi = (lo, hi) if su == 0 else (-hi, -lo)
+        for sv in (0, 1):
+            jv = tuple(c[ci] for c in m.jv[sv])
+            vlo, vhi = (lo, hi) if sv == 0 else (-hi, -lo)
+            parts.append(_footprints(tx, ty, tz, ok, ju, jv, ulo, uhi, vlo, vhi, shape, index=ci))
+    return parts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -502,33 +509,42 @@ def plan(scene) -> WarpPlan:
 
     near = st.near
 
+    # Each object is projected and splatted FOOTPRINT_CHUNK points at a time; its candidates are
+    # kept in the order of one pass (the five parts of _candidates, each over all points), so ties
+    # of the z-buffer go the same way, and only those no static surface hides are kept.
     moved_states = []
-    all_pix, all_z, all_pt, all_u, all_v, all_obj = [], [], [], [], [], []
+    cand: list[tuple[np.ndarray, ...]] = []  # (pix, z, global point index, u, v, object) int32/float32
     offset = 0
     for k in moved_idx:
         os_ = st.objects[k]
-        m = _project_object(os_, scene.objects[k].transform, camera, near)
-        jacobians[k] = m.jacobian
-        pix, z, pt, u, v = _candidates(m, os_.crease, (h, w))
-        moved_states.append((k, os_, m))
-        all_pix.append(pix)
-        all_z.append(z)
-        all_pt.append(pt + offset)
-        all_u.append(u)
-        all_v.append(v)
-        all_obj.append(np.full(len(pix), k, np.int16))
-        offset += len(os_.rows)
+        n = len(os_.rows)
+        tx, ty, tz, ok = np.empty(n), np.empty(n), np.empty(n), np.empty(n, bool)
+        jacobians[k] = jac = np.empty((n, 2, 2), np.float32)
+        parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(5)]
+        for a in range(0, n, FOOTPRINT_CHUNK):
+            sl = slice(a, min(n, a + FOOTPRINT_CHUNK))
+            m = _project_object(os_, scene.objects[k].transform, camera, near, sl)
+            tx[sl], ty[sl], tz[sl], ok[sl] = m.tx, m.ty, m.tz, m.ok
+            jac[sl] = m.jacobian
+            for part, (cp, cz, ci, cu, cv) in zip(parts, _candidates(m, os_.crease[sl], (h, w))):
+                keep = cz <= rs.limit[cp]
+                part.append((cp[keep].astype(np.int32), cz[keep], (ci[keep] + (offset + a)).astype(np.int32), cu[keep], cv[keep]))
+            del m
+        for part in parts:
+            for c in part:
+                cand.append((*c, np.full(len(c[0]), k, np.int16)))
+        del parts
+        moved_states.append((k, os_, (tx, ty, tz, ok)))
+        offset += n
 
-    pix = np.concatenate(all_pix) if all_pix else np.zeros(0, np.int64)
-    z = np.concatenate(all_z) if all_z else np.zeros(0, np.float32)
-    keep = z <= rs.limit[pix]
-    if not keep.all():
-        pix = pix[keep]
-        z = z[keep]
-    pt = np.concatenate(all_pt)[keep] if all_pt else np.zeros(0, np.int64)
-    cu = np.concatenate(all_u)[keep] if all_u else np.zeros(0, np.float32)
-    cv = np.concatenate(all_v)[keep] if all_v else np.zeros(0, np.float32)
-    cobj = np.concatenate(all_obj)[keep] if all_obj else np.zeros(0, np.int16)
+    columns = [list(c) for c in zip(*cand)] if cand else [[np.zeros(0, t)] for t in (np.int32, np.float32, np.int32, np.float32, np.float32, np.int16)]
+    del cand
+    joined = []
+    for c in range(6):  # one column at a time: the parts of the others are not copied meanwhile
+        joined.append(np.concatenate(columns[c]))
+        columns[c] = []
+    pix, z, pt, cu, cv, cobj = joined
+    del columns, joined
 
     zbuf = np.full(h * w, np.inf, np.float32)
     np.minimum.at(zbuf, pix, z)
@@ -546,6 +562,7 @@ def plan(scene) -> WarpPlan:
     target_object.ravel()[wpix] = cobj[wc]
     src_x.ravel()[wpix] = cols_all[gp] + np.float32(0.5) + cu[wc]
     src_y.ravel()[wpix] = rows_all[gp] + np.float32(0.5) + cv[wc]
+    del pix, z, pt, cu, cv, cobj, win, winner, wc, gp, rows_all, cols_all  # the candidates: done with
 
     shows_moved = np.zeros(h * w, bool)
     shows_moved[wpix] = True
@@ -558,21 +575,21 @@ def plan(scene) -> WarpPlan:
     # flows
     zb = zbuf.reshape(h, w)
     flows: list[ObjectFlow] = []
-    moved_lookup = {k: (os_, m) for k, os_, m in moved_states}
+    moved_lookup = {k: projected for k, _, projected in moved_states}
     for k, obj in enumerate(scene.objects):
         os_ = st.objects[k]
         if k in moved_lookup:
-            _, m = moved_lookup[k]
-            on = m.ok & (m.tx >= 0) & (m.tx < w) & (m.ty >= 0) & (m.ty < h)
-            tx = np.where(on, m.tx, np.nan).astype(np.float32)
-            ty = np.where(on, m.ty, np.nan).astype(np.float32)
-            tz = np.where(m.ok, m.tz, np.nan).astype(np.float32)
+            mx, my, mz, mok = moved_lookup[k]
+            on = mok & (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
+            tx = np.where(on, mx, np.nan).astype(np.float32)
+            ty = np.where(on, my, np.nan).astype(np.float32)
+            tz = np.where(mok, mz, np.nan).astype(np.float32)
             vis = np.zeros(len(os_.rows), bool)
             ii = np.nonzero(on)[0]
             if len(ii):
-                c = np.floor(m.tx[ii]).astype(np.int64)
-                r = np.floor(m.ty[ii]).astype(np.int64)
-                vis[ii] = (target_object[r, c] == k) & (m.tz[ii] <= zb[r, c] * (1.0 + VISIBLE_TOLERANCE))
+                c = np.floor(mx[ii]).astype(np.int64)
+                r = np.floor(my[ii]).astype(np.int64)
+                vis[ii] = (target_object[r, c] == k) & (mz[ii] <= zb[r, c] * (1.0 + VISIBLE_TOLERANCE))
             flows.append(ObjectFlow(k, obj.name, os_.rows, os_.cols, tx, ty, tz, vis, moved=True))
         elif k in changed_set:  # hidden
             n = len(os_.rows)

@@ -296,17 +296,24 @@ def test_moved_silhouette_has_no_cracks(transform):
 
 @pytest.mark.parametrize("transform", [Transform3D.from_axis_angle((1.0, 1.0, 0.2), 35.0, translation=(0.2, 0.1, -1.0)), Transform3D(scale=2.5)])
 def test_footprints_expanded_in_chunks_give_the_same_plan(monkeypatch, transform):
-    """Points are splatted FOOTPRINT_CHUNK at a time (the candidate temporaries of a magnified
-    object over a 1536 px photo stay bounded): chunks of 97 points give the plan of one pass."""
+    """Points are projected and splatted FOOTPRINT_CHUNK at a time and lifted in bands of
+    LIFT_CHUNK pixels (the per-point state and the candidate temporaries of an object over a
+    2048 px photo stay bounded): chunks of 97 points and bands of two rows give the plan of one
+    pass, bit for bit."""
     s = make_scene(objects=(("a", (44, 84, 66, 126), 4.0),))
+    yy, xx = np.mgrid[44:84, 66:126]
+    s.depth[44:84, 66:126] = 4.0 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 5.0)  # curved: every tangent differs
     s.objects[0].transform = transform
     whole = warp.plan(s)
     warp.clear_cache()
     monkeypatch.setattr(warp, "FOOTPRINT_CHUNK", 97)
+    monkeypatch.setattr(warp, "LIFT_CHUNK", 150)  # the object is 60 pixels wide: bands of 2 rows
     chunked = warp.plan(s)
     for name in ("edited_depth", "hole", "target_object", "src_x", "src_y"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
-    np.testing.assert_array_equal(chunked.flows[0].visible, whole.flows[0].visible)
+    for name in ("tgt_x", "tgt_y", "tgt_z", "visible"):
+        np.testing.assert_array_equal(getattr(chunked.flows[0], name), getattr(whole.flows[0], name), err_msg=name)
+    np.testing.assert_array_equal(chunked.extras["jacobian"][0], whole.extras["jacobian"][0])
 
 
 def test_scale_two_quadruples_the_area():
