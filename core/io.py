@@ -866,6 +866,7 @@ def prepare_depth(
         raise InputError(f"{source}: depth must be a non-empty 2-D numeric array, got shape {a.shape}")
     if size is not None:
         check_depth_shape((a.shape[1], a.shape[0]), size, photo_size, source)
+        note_resampled_depth((a.shape[1], a.shape[0]), size, photo_size, source)
     what = "disparity" if kind == "disparity" else "depth"
     bad = invalid_summary(a)  # on the values as given: a cast first would make 1e300 infinite
     if bad is not None:
@@ -950,6 +951,21 @@ def check_depth_shape(depth_size: tuple[int, int], size: tuple[int, int], photo_
         f"{source}: depth map is {dw}x{dh} pixels (aspect {dw / dh:.3g}), the {'photo' if photo_size is not None else 'working size'} "
         f"is {pw}x{ph} (aspect {pw / ph:.3g}): it would be stretched; give a depth map of the photo's aspect ratio (any size)"
     )
+
+
+def note_resampled_depth(depth_size: tuple[int, int], size: tuple[int, int], photo_size: tuple[int, int] | None, source: str = "depth") -> None:
+    """Say, in one line, that a depth map of another size than the photo (and than the working
+    size ``size``), accepted by :func:`check_depth_shape` for its aspect ratio, is resampled: a
+    ``warnings.warn`` (the command line prints it as ``handles-studio: warning: ...``, the log keeps
+    it). Nothing when ``photo_size`` is unknown (an estimated depth is made at its model's size)."""
+    dw, dh = int(depth_size[0]), int(depth_size[1])
+    w, h = int(size[0]), int(size[1])
+    if photo_size is None or (dw, dh) in ((w, h), (int(photo_size[0]), int(photo_size[1]))):
+        return
+    pw, ph = int(photo_size[0]), int(photo_size[1])
+    lo, hi = _aspect_interval(dw, dh)
+    whose = "the photo's" if ph > 0 and lo <= pw / ph <= hi else "the working size's"
+    warnings.warn(f"{source}: depth map is {dw}x{dh} pixels, the photo {pw}x{ph}: {whose} aspect ratio, resampled to the {w}x{h} working size", stacklevel=2)
 
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:

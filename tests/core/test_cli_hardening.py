@@ -170,6 +170,29 @@ def assert_quiet(r: subprocess.CompletedProcess, code: int, *words: str) -> None
         assert w in err, err
 
 
+def test_a_depth_map_of_the_photos_aspect_at_another_size_is_resampled_and_says_so(tmp_path):
+    """Issue 8 part 4: a depth map of another size but the photo's aspect ratio is resampled (as
+    before, when it did so silently) and the command says so: one warning line of ours naming the
+    file, both sizes and the working size. A depth at the photo's size, or already at the working
+    size, says nothing; one of another aspect is still refused."""
+    half = _dh_folder(tmp_path / "half", depth=np.full((120, 160), 3.0, np.float32), w=320, h=240)
+    expected = (
+        f"handles-studio: warning: {half / 'depth.exr'}: depth map is 160x120 pixels, the photo 320x240: "
+        "the photo's aspect ratio, resampled to the 512x384 working size"
+    )
+    for argv in (["import-scene", half, "-o", tmp_path / "h.handles"], ["preview", half, "--translate", "0.1", "0", "0", "-o", tmp_path / "h.png"]):
+        r = run_cli(*argv)
+        assert r.returncode == 0 and r.stdout.startswith("wrote "), (r.returncode, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [expected], r.stderr
+    assert (tmp_path / "h.handles").is_file() and (tmp_path / "h.png").is_file()
+    same = _dh_folder(tmp_path / "same", w=320, h=240)
+    working = _dh_folder(tmp_path / "working", depth=np.full((384, 512), 3.0, np.float32), w=320, h=240)
+    for folder in (same, working):
+        assert_quiet(run_cli("import-scene", folder, "-o", tmp_path / f"{folder.name}.handles"), 0)
+    other = _dh_folder(tmp_path / "other", depth=np.full((120, 200), 3.0, np.float32), w=320, h=240)
+    assert_quiet(run_cli("import-scene", other, "-o", tmp_path / "o.handles"), 1, "depth.exr", "200x120", "320x240", "stretched")
+
+
 def test_pillow_warnings_on_odd_images_stay_off_the_terminal(tmp_path):
     """A mask whose palette gives transparency as bytes and a photo with a corrupt EXIF block made
     Pillow print UserWarnings (two lines each, with its source path); they go to the log now."""
