@@ -249,6 +249,8 @@ def lock_run(args) -> dict:
         tr = {o.name: Transform3D.from_axis_angle(axis, yaw)}
         truth = render_moved(lay, tr, *SIZE)
         scene = scene_with(lay, tr)
+        for a, b in zip(src.objects, scene.objects):
+            a.id = b.id  # one object, one id: the lock is learnt on the photo, applied to the edit
         scene.prompt = neutral_caption(lay)
         known = np.isfinite(plan(scene).src_x)
         revealed = truth.masks[o.name] & ~known
@@ -276,6 +278,8 @@ def lock_run(args) -> dict:
                 rs["locks"] = {o.id: rec}
                 locks = {rec["cache"]: data}
             req = resolve_request(scene, rs, user)
+            if method and [lk["method"] for lk in req.locks] != [method]:
+                raise RuntimeError(f"the {method} lock is not in the render request")
             img = renderer.render(scene, req, caches=dict(locks) if method else {}).image
             s_map = ssim_map(img, truth.photo)
             rows[label].append((psnr(img, truth.photo, revealed), float(s_map[revealed].mean()), color_agreement(img, truth.photo, revealed)))
