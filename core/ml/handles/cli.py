@@ -210,7 +210,7 @@ def cmd_learn(args) -> int:
     from core.document import now_iso
     from core.errors import ModelError
     from core.jobs import CancelToken
-    from core.locks import describe, record_for, with_lock
+    from core.locks import describe, duration_text, record_for, with_lock
     from core.ml.handles.lock import estimate_seconds, lock_settings, word_for
     from core.ml.handles.renderer import DiffusionHandlesRenderer
     from core.project import load_project, save_project
@@ -257,12 +257,12 @@ def cmd_learn(args) -> int:
     est = estimate_seconds(settings, "world" if world else _backend(request), "cuda" if gpu else "cpu")
     print(
         f"locking '{obj.name}' as '{word}' with {args.method} ({settings.steps} steps of {settings.batch} {settings.size} px crops"
-        f" from {len(views)} photo(s)) on {request.model}; about {_duration(est)}",
+        f" from {len(views)} photo(s)) on {request.model}; about {duration_text(est)}",
         file=sys.stderr,
     )
     if est > 1800 and not args.yes:
         raise InputError(
-            f"this lock would take about {_duration(est)} here (a real-size model on a CPU); run it on a GPU (--device cuda), "
+            f"this lock would take about {duration_text(est)} here (a real-size model on a CPU); run it on a GPU (--device cuda), "
             "use the world model's scenes, or pass --yes to start anyway"
         )
     renderer = DiffusionHandlesRenderer()
@@ -301,14 +301,6 @@ def _has_gpu() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:  # pragma: no cover
         return False
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _extra_view(photo: Path, mask: Path, depth: Path):

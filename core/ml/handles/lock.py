@@ -46,10 +46,22 @@ import torch
 
 from core.errors import InputError
 from core.jobs import CancelToken, EmitFn, Progress, ProgressClock
-from core.locks import METHOD_LABELS
+from core.locks import (  # the light part, re-exported: the editor estimates without torch
+    CPU_FWD_BWD_512,
+    METHOD_LABELS,
+    METHODS,
+    WORLD_FWD_BWD_128,
+    LockSettings,
+    _words,
+    estimate_seconds,
+    lock_settings,
+    word_for,
+)
 
 __all__ = [
+    "CPU_FWD_BWD_512",
     "METHODS",
+    "WORLD_FWD_BWD_128",
     "IdentityLock",
     "LockSettings",
     "apply_locks",
@@ -61,78 +73,14 @@ __all__ = [
     "word_for",
 ]
 
-METHODS = ("ti", "custom", "lora")
 #: adapter names of locks in the UNet start with this (the few-step LoRA is "handles")
 ADAPTER_PREFIX = "lock-"
 _MAGIC = "handles-studio identity lock"
 _VERSION = 1
-#: measured seconds of one UNet forward+backward at 512x512 on the 2-core CPU (make bench-render);
-#: the world model's at its 128 px lock crops (this module's benchmark, bench-quality --locks)
-CPU_FWD_BWD_512 = {"sd2-depth": 10.4, "sd15-controlnet": 15.2, "sdxl-controlnet": 32.3}
-WORLD_FWD_BWD_128 = 0.08
 _TARGETS = {
     "custom": ("attn2.to_k", "attn2.to_v"),
     "lora": ("to_q", "to_k", "to_v", "to_out.0"),
 }
-
-
-@dataclass(frozen=True)
-class LockSettings:
-    """How a lock is learnt. ``size``: crop side in pixels (a multiple of 8 x the VAE factor);
-    ``batch``: crops a step; ``lr``: the adapter's learning rate, ``token_lr``: the vectors';
-    ``rank``: the adapter's rank; ``prior_images``/``prior_weight``: DreamBooth's prior
-    preservation (``lora`` only); ``examples``: crops made from each photo; ``mirror``: allow
-    horizontal flips."""
-
-    method: str = "lora"
-    steps: int = 200
-    batch: int = 4
-    size: int = 128
-    lr: float = 1e-3
-    token_lr: float = 5e-3
-    rank: int = 8
-    prior_images: int = 8
-    prior_weight: float = 1.0
-    prior_steps: int = 20
-    examples: int = 24
-    mirror: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown lock method {self.method!r} (choose one of: {', '.join(METHODS)})")
-        for name in ("steps", "batch", "size", "rank", "examples"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"lock setting {name} must be at least 1 (got {getattr(self, name)})")
-        if self.steps > 20000 or self.size > 1024 or self.batch > 64 or self.examples > 512:
-            raise InputError("lock settings out of range: at most 20000 steps, 1024 px crops, 64 crops a step, 512 examples")
-
-
-def lock_settings(method: str, world: bool, **over) -> LockSettings:
-    """Sensible defaults per method, for the world model (small crops, fast) or a real model
-    (512 px crops, as the model was trained)."""
-    steps = {"ti": 300, "custom": 200, "lora": 200}[method]
-    base: dict[str, Any] = {"method": method, "steps": steps}
-    if method == "custom":
-        base["rank"] = 16
-    if not world:
-        base.update(size=512, batch=1, examples=16, prior_images=8, steps=steps * 2)
-    base.update({k: v for k, v in over.items() if v is not None})
-    return LockSettings(**base)
-
-
-def estimate_seconds(settings: LockSettings, backend: str, device_type: str, seconds_per_eval: float | None = None) -> float:
-    """Seconds a lock takes to learn: ``seconds_per_eval`` (one forward+backward of a batch-1 crop,
-    when measured) or, on a CPU, the measured full-size figures scaled by the crop's area."""
-    per = seconds_per_eval
-    if per is None and backend == "world":
-        per = WORLD_FWD_BWD_128 * (settings.size / 128) ** 2 * (1.0 if device_type == "cpu" else 0.1)
-    if per is None:
-        base = CPU_FWD_BWD_512.get(backend, 10.4)
-        per = base * (settings.size / 512) ** 2 if device_type == "cpu" else base / 40
-    evals = settings.steps * settings.batch * (2 if settings.method == "lora" else 1)
-    prior = settings.prior_images * settings.prior_steps * 2 / 3 if settings.method == "lora" else 0
-    return float(per * (evals + prior))
 
 
 # ----------------------------------------------------------------------------- the lock
@@ -232,23 +180,6 @@ class IdentityLock:
 
 
 # ----------------------------------------------------------------------------- words and prompts
-def _words(text: str) -> str:
-    return " " + " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) + " "
-
-
-def word_for(name: str, prompt: str, aliases: dict[str, str] | None = None) -> str:
-    """The word a lock of object ``name`` binds to: the first word of its name (or its alias:
-    the world's "sphere" is a "beach ball") that the prompt holds ("box 2" -> "box"), else the
-    name's first word."""
-    words = [w for w in _words(name).split() if not w.isdigit()]
-    have = _words(prompt)
-    cands = [(aliases or {}).get(w, w) for w in words] + words
-    for w in cands:
-        if f" {w} " in have:
-            return w
-    return cands[0] if cands else "object"
-
-
 def lock_prompt(prompt: str, words: Sequence[str]) -> str:
     """``prompt`` with each lock's word present: a word the prompt lacks is added as ", a <word>"
     (its learnt vectors take the word's place)."""
