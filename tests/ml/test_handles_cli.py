@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,49 @@ def test_a_random_world_scene_from_the_command_line(tmp_path):
     assert np.array_equal(scene.photo, expect.photo) and scene.prompt == expect.prompt
     assert [o.name for o in scene.objects] == [o.name for o in expect.objects]
     assert scene.depth_source == "world"
+
+
+def test_unet_weights_replaced_by_the_vaes_are_one_line_in_bounded_memory(tiny_sd_dir, tmp_path):
+    """Issue 8 part 4: a model folder whose unet/diffusion_pytorch_model.safetensors holds the
+    VAE's weights said "unexpected NotImplementedError: meta tensor"; through `render` in a fresh
+    process it is exit 1 and one error line of ours naming the folder, the file and what is wrong
+    (besides the progress bar), no traceback, a peak under 2 GB (VmHWM) and under 30 s of CPU."""
+    import os
+    import re
+    import shutil
+    import textwrap
+
+    from core.project import Project, save_project
+
+    broken = tmp_path / "unet-holds-vae"
+    shutil.copytree(tiny_sd_dir, broken)
+    unet_w = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    shutil.copyfile(broken / "vae" / "diffusion_pytorch_model.safetensors", unet_w)
+    proj = tmp_path / "box.handles"
+    save_project(proj, Project(scene=synthetic_scene(128, 64)))
+    argv = ["render", str(proj), "--object", "box", "--translate", "0.1", "0", "0", "--model", str(broken), "--device", "cpu", "-o", str(tmp_path / "r.png")]
+    code = f"""
+        import sys, time  # peak memory from VmHWM: ru_maxrss inherits the parent's peak across vfork + exec
+        from core.cli import main
+        rc = main({argv!r})
+        peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0] // 1024
+        print("RC", rc, "MB", peak, "CPU", time.process_time())
+        """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.pop("PYTHONWARNINGS", None)
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parents[2]
+    )
+    assert r.returncode == 0 and r.stdout.startswith("RC "), (r.returncode, r.stdout, r.stderr[-3000:])
+    words = r.stdout.split()
+    rc, peak_mb, cpu_s = int(words[1]), int(words[3]), float(words[5])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not re.match(r"\s*\w+ \[[#-]+\] ", ln)]  # the progress bar's lines
+    assert rc == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("handles-studio: error: ") and str(broken) in lines[0], lines[0]
+    assert "unet/diffusion_pytorch_model.safetensors does not hold UNet weights" in lines[0], lines[0]
+    assert "Traceback" not in r.stderr and "meta" not in r.stderr.lower() and not (tmp_path / "r.png").exists(), r.stderr
+    assert peak_mb < 2e9 / 2**20, f"{peak_mb} MiB"  # 2 GB
+    assert cpu_s < 30, f"{cpu_s:.1f} s of CPU"
 
 
 def _limited_run(fsize: int, state, *args):
