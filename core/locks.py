@@ -39,6 +39,7 @@ __all__ = [
     "estimate_seconds",
     "lock_settings",
     "read_header",
+    "unused_reason",
     "record_for",
     "with_lock",
     "without_lock",
@@ -118,6 +119,17 @@ def describe(record: Mapping) -> str:
     secs = float(record.get("seconds", 0) or 0)
     took = f", learnt in {secs:.0f} s" if secs else ""
     return f"{METHOD_LABELS.get(str(record.get('method')), str(record.get('method')))} on '{record.get('word', '')}', {kb}{took}{off}"
+
+
+def unused_reason(record: Mapping, current_model: str) -> str:
+    """Why renders with ``current_model`` do not use this lock ("" when they do): learnt on
+    another model (a lock fits only the model it was learnt on), or switched off."""
+    model = str(record.get("model", ""))
+    if current_model and model != current_model:
+        return f"learnt on {model}; not used with {current_model}"
+    if not record.get("enabled", True):
+        return "switched off: renders do not use it"
+    return ""
 
 
 # ----------------------------------------------------------------------------- learning settings

@@ -122,6 +122,15 @@ class ActionsMixin:
             "Toggle the gizmo axes between the object's and the camera's",
             checkable=True,
         )
+        # identity lock (editor.identity_lock)
+        A(
+            "lock_identity",
+            "&Lock Identity\u2026",
+            self.lock_identity_dialog,
+            tip="Teach the diffusion model the selected object, so that it stays itself when turned",
+        )
+        A("lock_on", "Identity Lock &On", self.set_identity_lock_enabled, tip="Use the selected object's identity lock in renders", checkable=True)
+        A("lock_remove", "Remove Identity Loc&k", self.remove_identity_lock, tip="Remove the selected object's identity lock (undoable)")
         # selection ops
         A("feather", "&Feather\u2026", lambda: self.mask_op("feather"), "Shift+F6", "Soften the selected object's mask edge")
         A("grow", "&Grow\u2026", lambda: self.mask_op("grow"), tip="Grow the selected object's mask")
@@ -142,7 +151,7 @@ class ActionsMixin:
         # render
         A("render", "&Render", self.request_render, "Ctrl+Return", "Render the edit", icon=SP.SP_MediaPlay)
         self.actions_by_name["render"].setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
-        A("cancel", "&Cancel Render", self.cancel, "Esc", "Cancel the render (or the drag in progress)", icon=SP.SP_MediaStop)
+        A("cancel", "&Cancel Render", self.cancel, "Esc", "Cancel the render or the lock being learnt (or the drag in progress)", icon=SP.SP_MediaStop)
         A(
             "free_memory",
             "&Free Model Memory",
@@ -196,6 +205,10 @@ class ActionsMixin:
         self.variants_menu = m.addMenu("&Variants")
         self.variants_menu.setToolTipsVisible(True)
         self.variants_menu.aboutToShow.connect(self._fill_variants_menu)
+        m.addSeparator()
+        for n in ("lock_identity", "lock_on", "lock_remove"):
+            m.addAction(a[n])
+        m.aboutToShow.connect(self._update_lock_actions)
         m = mb.addMenu("&View")
         for n in ("frame", "reset_view", "points_bigger", "points_smaller"):
             m.addAction(a[n])

@@ -185,6 +185,7 @@ class FileFlowsMixin:
 
     def save_to(self, path: str | Path) -> bool:
         self.render_panel.commit_pending()
+        self.prune_lock_caches()  # a lock learnt again leaves the old bytes behind: not saved once no undo step needs them
         try:
             self.doc.save(path)
         except HandlesError as exc:

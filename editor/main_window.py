@@ -28,6 +28,7 @@ from editor.actions import ActionsMixin
 from editor.banner import Banner
 from editor.file_flows import APP_TITLE, FileFlowsMixin
 from editor.history_panel import HistoryPanel
+from editor.identity_lock import IdentityLockMixin
 from editor.model import DocumentModel
 from editor.object_edits import ObjectEditsMixin
 from editor.objects_panel import ObjectsPanel, object_colour
@@ -76,7 +77,7 @@ def sample_document() -> Document:
     return Document(scene=scene)
 
 
-class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, ToolsMixin, QMainWindow):
+class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, ToolsMixin, IdentityLockMixin, QMainWindow):
     """The editor window. ``renderer_factory``: ``factory(request) -> Renderer`` run in the worker
     (default: :class:`editor.worker.ModelRendererFactory`); ``use_gl``: force the OpenGL 3D view on
     or off (default: when a GL context can be created); ``persist``: settings load from and save
@@ -85,8 +86,8 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
     Its parts, one reason to change each: :mod:`editor.actions` (commands, menus, toolbars),
     :mod:`editor.render_controller` (model status, the request, the worker's events, history),
     :mod:`editor.file_flows` (open, save, export, recovery), :mod:`editor.object_edits` (undoable
-    edits), :mod:`editor.tools` (tool state); this file builds the window and keeps the views in
-    step with the document."""
+    edits), :mod:`editor.tools` (tool state), :mod:`editor.identity_lock` (identity locks: learn,
+    switch, remove); this file builds the window and keeps the views in step with the document."""
 
     #: a render finished and was added to the history (its record)
     renderFinished = Signal(object)
@@ -302,6 +303,8 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
         rp.promptEdited.connect(lambda old, new: self._push(PromptCommand(self.model, old, new)))
         rp.settingEdited.connect(self._on_setting_edited)
         self.model.renderSettingChanged.connect(self._on_render_setting_changed)  # edits, undo, restore: the model status follows
+        for sig in (m.selectionChanged, m.objectsChanged, m.renderSettingChanged, m.documentReset):
+            sig.connect(lambda *_a: self._update_lock_actions())  # the Object menu's lock items follow
         rp.autoRenderToggled.connect(self._set_auto_render)
         hp = self.history_panel
         hp.showRequested.connect(self.show_render)

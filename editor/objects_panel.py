@@ -1,16 +1,20 @@
-"""The objects panel: the scene's objects (name, visibility) and the selected object's transform.
+"""The objects panel: the scene's objects (name, visibility, identity lock) and the selected
+object's transform.
 
 The panel shows the :class:`editor.model.DocumentModel` and never changes it itself: it emits
 requests (rename, show/hide, a new transform, reset, delete, add) that the main window turns into
 undo commands. Numeric fields: translation in the camera frame (depth units, +X right, +Y down,
 +Z away from the camera), rotation as XYZ Euler angles in degrees (see
-:func:`core.document.euler_xyz_from_quat`), uniform scale in percent.
+:func:`core.document.euler_xyz_from_quat`), uniform scale in percent. An object with an identity
+lock (``render_settings["locks"]``, :mod:`core.locks`) shows a padlock beside its colour, with
+the lock's description (method, word, size) in its tooltip; a lock renders do not use now (off,
+or learnt on another model than the current one) is drawn grey and says why.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSignalBlocker, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtCore import QRectF, QSignalBlocker, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -26,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.document import euler_xyz_from_quat, quat_from_euler_xyz
+from core.locks import describe, unused_reason
 from core.transform import Transform3D
 
 #: colours of objects in overlays and lists (shared with the photo and 3D views when they ask)
@@ -36,9 +41,32 @@ def object_colour(index: int) -> QColor:
     return QColor(OBJECT_COLOURS[index % len(OBJECT_COLOURS)])
 
 
+#: an object item's data: "" (no lock), "on" (renders use it) or "unused" (off, or another model's)
+LOCK_ROLE = int(Qt.ItemDataRole.UserRole) + 1
+_ICON = QSize(28, 12)
+
+
 def _swatch(colour: QColor, size: int = 12) -> QIcon:
     pm = QPixmap(size, size)
     pm.fill(colour)
+    return QIcon(pm)
+
+
+def _item_icon(colour: QColor, lock: str) -> QIcon:
+    """The object's colour and, with a lock, a padlock beside it (grey when renders do not use it)."""
+    pm = QPixmap(_ICON)
+    pm.fill(Qt.GlobalColor.transparent)
+    p = QPainter(pm)
+    p.fillRect(0, 0, 12, 12, colour)
+    if lock:
+        ink = QColor("#d4a017") if lock == "on" else QColor("#8c8c8c")
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(QPen(ink, 1.6))
+        p.drawArc(QRectF(18.0, 0.8, 6.0, 8.0), 0, 180 * 16)  # the shackle
+        p.drawLine(18, 4, 18, 6)
+        p.drawLine(24, 4, 24, 6)
+        p.fillRect(QRectF(16.5, 5.5, 9.0, 6.5), ink)  # the body
+    p.end()
     return QIcon(pm)
 
 
@@ -56,10 +84,12 @@ class ObjectsPanel(QWidget):
         super().__init__(parent)
         self.model = model
         self._updating = False
+        #: the model renders use now (a lock learnt on another one is not used); set by the window
+        self.render_model = ""
 
         self.list = QListWidget()
         self.list.setObjectName("objectsList")
-        self.list.setIconSize(QSize(12, 12))
+        self.list.setIconSize(_ICON)
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setToolTip("Objects in the scene. Tick to show, double-click to rename.")
@@ -147,7 +177,25 @@ class ObjectsPanel(QWidget):
         model.selectionChanged.connect(lambda _id: self.refresh())
         model.transformChanged.connect(self._on_transform_changed)
         model.maskChanged.connect(lambda _id: self._update_info())
+        model.renderSettingChanged.connect(lambda key, _v: self.refresh() if key in ("locks", "model") else None)
         self.refresh()
+
+    def set_render_model(self, name: str) -> None:
+        """The model renders use now: locks learnt on another one are shown as unused."""
+        if name != self.render_model:
+            self.render_model = name
+            self.refresh()
+
+    def lock_state(self, obj_id: str) -> tuple[dict | None, str, str]:
+        """(the object's lock record or None, "" / "on" / "unused", why it is unused or "")."""
+        locks = self.model.doc.render_settings.get("locks")
+        rec = locks.get(obj_id) if isinstance(locks, dict) else None
+        if not isinstance(rec, dict):
+            return None, "", ""
+        why = unused_reason(rec, self.render_model)
+        if why:
+            return rec, "unused", why
+        return rec, "on", ""
 
     # ----- view of the model -----
     def refresh(self) -> None:
@@ -156,11 +204,18 @@ class ObjectsPanel(QWidget):
             with QSignalBlocker(self.list):
                 self.list.clear()
                 for i, obj in enumerate(self.model.scene.objects):
-                    item = QListWidgetItem(_swatch(object_colour(i)), obj.name)
+                    rec, lock, why = self.lock_state(obj.id)
+                    item = QListWidgetItem(_item_icon(object_colour(i), lock), obj.name)
                     item.setData(Qt.ItemDataRole.UserRole, obj.id)
+                    item.setData(LOCK_ROLE, lock)
                     item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable | Qt.ItemFlag.ItemIsUserCheckable)
                     item.setCheckState(Qt.CheckState.Checked if obj.visible else Qt.CheckState.Unchecked)
-                    item.setToolTip(f"{obj.name}: {int(obj.mask.sum())} pixels. Tick to show or hide.")
+                    tip = f"{obj.name}: {int(obj.mask.sum())} pixels. Tick to show or hide."
+                    if rec is not None:
+                        tip += f"\nIdentity lock: {describe(rec)}" + (f" \u2014 {why}" if why else "")
+                    item.setToolTip(tip)
+                    if lock == "unused":
+                        item.setForeground(self.palette().color(self.palette().ColorGroup.Disabled, self.palette().ColorRole.Text))
                     self.list.addItem(item)
                     if obj.id == self.model.selected_id:
                         self.list.setCurrentItem(item)
@@ -195,7 +250,11 @@ class ObjectsPanel(QWidget):
             return
         h, w = obj.mask.shape
         n = int(obj.mask.sum())
-        self.info.setText(f"{obj.name}: {n:,} px ({100.0 * n / (h * w):.1f}% of the photo)")
+        text = f"{obj.name}: {n:,} px ({100.0 * n / (h * w):.1f}% of the photo)"
+        rec, _lock, why = self.lock_state(obj.id)
+        if rec is not None:
+            text += f"\nIdentity lock: {describe(rec)}" + (f" \u2014 {why}" if why else "")
+        self.info.setText(text)
 
     def fields_transform(self) -> Transform3D:
         f = {k: sb.value() for k, sb in self.fields.items()}

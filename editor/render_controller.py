@@ -68,10 +68,14 @@ class RenderMixin:
     def _check_models(self, rescan: bool = True) -> None:
         """Say in the render panel which renderer Render will use (and what to fetch if none).
         ``rescan``: resolve the model again and refresh the picker (a model or folder change; a
-        preset change keeps the resolved model)."""
+        preset change keeps the resolved model). The Object menu's identity-lock items follow."""
         if rescan:
             self._model_choice = None
             self._refresh_model_picker()
+        self._show_model_status()
+        self._update_lock_actions()
+
+    def _show_model_status(self) -> None:
         model = self._model_name()
         if self._custom_renderer:
             self._diffusion_ready = True
@@ -138,7 +142,7 @@ class RenderMixin:
         self.render_panel.set_model_status(text, fetch, ok=False)
 
     def _auto_render_possible(self) -> bool:
-        return self._diffusion_ready and self._model_name() != GEOMETRIC
+        return self._diffusion_ready and self._model_name() != GEOMETRIC and not self.is_learning()
 
     def build_request(self) -> RenderRequest:
         """The one request for the current state (:func:`core.request.resolve_request`)."""
@@ -153,8 +157,12 @@ class RenderMixin:
         objects = [SceneObject(name=o.name, mask=o.mask, transform=o.transform, visible=o.visible, id=o.id) for o in s.objects]
         return dataclasses.replace(s, objects=objects, variants=dict(s.variants))
 
-    def request_render(self) -> int:
+    def request_render(self) -> int | None:
+        """Render the current state (latest wins); None while an identity lock is being learnt
+        (a render would cancel it: one job at a time)."""
         self.render_panel.commit_pending()
+        if self._lock_refused("render"):
+            return None
         request = self.build_request()
         self._render_job = self.worker.submit(self._snapshot(), request, caches=self.doc.caches)
         self._render_started = time.monotonic()
@@ -164,8 +172,12 @@ class RenderMixin:
     def cancel_render(self) -> None:
         self.worker.cancel()
 
-    def run_task(self, name: str, fn, on_done) -> int:
-        """Run ``fn(emit, token)`` in the worker; ``on_done(result)`` runs in the GUI thread."""
+    def run_task(self, name: str, fn, on_done) -> int | None:
+        """Run ``fn(emit, token)`` in the worker; ``on_done(result)`` runs in the GUI thread. None
+        while an identity lock is being learnt (the task would cancel it), except for a new
+        photo's depth: a new document ends the lock anyway."""
+        if name not in ("learn", "depth") and self._lock_refused(name):
+            return None
         job = self.worker.submit_task(name, fn)
         self._task_job = job
         self._task_handlers = {job: on_done}
@@ -212,6 +224,8 @@ class RenderMixin:
         elif isinstance(ev, Cancelled):
             self._task_handlers.pop(job, None)
             self.render_panel.show_idle("Cancelled")
+        if not isinstance(ev, Progress):
+            self._update_lock_actions()  # a lock that ended lets Lock Identity start again
 
     def _on_render_finished(self, ev: Finished) -> None:
         info = dict(ev.info)
@@ -320,7 +334,7 @@ class RenderMixin:
                 w.setChecked(bool(on))
                 w.blockSignals(False)
 
-    def free_model_memory(self) -> int:
+    def free_model_memory(self) -> int | None:
         """Unload every cached model in the engine (a running render is cancelled: latest wins)."""
         return self.run_task(
             "free memory", TaskSpec("unload"), lambda n: self.statusBar().showMessage(f"Freed {n} loaded model(s); they load again when needed", 6000)

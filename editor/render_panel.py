@@ -71,6 +71,7 @@ STAGE_LABELS = {
     "render": "Rendering",
     "decode": "Decoding",
     "preview": "Geometric preview",
+    "learning": "Learning identity lock",
 }
 
 

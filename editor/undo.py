@@ -328,6 +328,35 @@ class SettingCommand(_Command):
         return SettingCommand(self.model, self.key, self.old, self.new)
 
 
+def _copy_locks(locks) -> dict:
+    return {str(k): dict(v) for k, v in (locks or {}).items() if isinstance(v, dict)}
+
+
+class LockCommand(_Command):
+    """The document's identity locks (``render_settings["locks"]``: object id -> record, see
+    :mod:`core.locks`) from ``old`` to ``new``: a lock learnt, switched on or off, or removed.
+    Never merged with the next one: each is its own step. The lock's bytes stay in the project's
+    caches either way, so undo and redo only switch which record points at them
+    (:meth:`caches` names those a step can bring back)."""
+
+    def __init__(self, model, old, new, text: str, applied: bool = False):
+        super().__init__(model, text, applied)
+        self.old, self.new = _copy_locks(old), _copy_locks(new)
+
+    def apply_redo(self) -> None:
+        self.model.set_render_setting("locks", _copy_locks(self.new))
+
+    def apply_undo(self) -> None:
+        self.model.set_render_setting("locks", _copy_locks(self.old))
+
+    def caches(self) -> set[str]:
+        """The cache names of the lock bytes either side of this step refers to."""
+        return {str(r.get("cache")) for side in (self.old, self.new) for r in side.values() if r.get("cache")}
+
+    def clone(self):
+        return LockCommand(self.model, self.old, self.new, self.text())
+
+
 class BoundedUndoStack(QUndoStack):
     """A QUndoStack bounded in steps (``limit``) and in bytes of mask data (``byte_budget``).
 
