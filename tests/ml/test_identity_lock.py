@@ -201,7 +201,7 @@ def test_damaged_or_foreign_locks_are_one_line_errors(world, box_lock):
 
     with pytest.raises(InputError, match="bind the word 'box'"):
         apply_locks(renderer._engine.m, [box_lock, other])
-    assert not renderer._engine.m.extras["locks"]["adapters"]
+    assert not renderer._engine.m.extras.get("locks", {}).get("adapters")
 
 
 def test_records_describe_themselves(box_lock):
