@@ -141,7 +141,7 @@ class LockSettings:
     preservation (``lora`` only); ``examples``: crops made from each photo; ``mirror``: allow
     horizontal flips."""
 
-    method: str = "lora"
+    method: str = "custom"
     steps: int = 200
     batch: int = 4
     size: int = 128

@@ -198,8 +198,8 @@ the project (per object) and applied by later renders (`render`, the editor) wit
 
 Methods: ti (Textual Inversion: the object's word in the prompt becomes learnt vectors; a few
 KB), custom (Custom Diffusion: the word plus the UNet's cross-attention keys and values as a
-low-rank update), lora (DreamBooth-LoRA: a LoRA on the UNet's attention, with prior preservation
-on images the model makes of "a <word>"; the default). With the bundled world model a lock takes
+low-rank update; the default), lora (DreamBooth-LoRA: a LoRA on the UNet's attention, with prior
+preservation on images the model makes of "a <word>"). With the bundled world model a lock takes
 seconds to a minute on a CPU; with a real-size model it takes hours on a CPU (use a GPU).
 """
 
@@ -331,7 +331,7 @@ def register(subparsers) -> None:
     )
     q.add_argument("project", metavar="PROJECT.handles")
     q.add_argument("--object", default=None, metavar="NAME", help="the object to lock (not needed with a single object)")
-    q.add_argument("--method", choices=("ti", "custom", "lora"), default="lora")
+    q.add_argument("--method", choices=("ti", "custom", "lora"), default="custom")
     q.add_argument("--word", default=None, help="the prompt's word for the object (default: its name's word that the prompt holds, e.g. 'box')")
     q.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default: the method's, for this model)")
     q.add_argument("--seed", type=int, default=None, metavar="S")
