@@ -278,6 +278,8 @@ def lock_run(args) -> dict:
                 rs["locks"] = {o.id: rec}
                 locks = {rec["cache"]: data}
             req = resolve_request(scene, rs, user)
+            if args.lock_overrides:
+                req = dataclasses.replace(req, handles=req.handles.with_overrides(json.loads(args.lock_overrides)))
             if method and [lk["method"] for lk in req.locks] != [method]:
                 raise RuntimeError(f"the {method} lock is not in the render request")
             img = renderer.render(scene, req, caches=dict(locks) if method else {}).image
@@ -355,6 +357,12 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=24, help="held-out scenes for the model's own quality (0: skip)")
     ap.add_argument("--locks", type=int, default=8, help="held-out scenes for the identity-lock table (large yaws; 0: skip)")
     ap.add_argument("--lock-steps", type=int, default=0, help="training steps of every lock (default: each method's)")
+    ap.add_argument(
+        "--lock-overrides",
+        default="",
+        metavar="JSON",
+        help='engine settings over the default preset for every lock row, e.g. \'{"preview_start": 0.0, "preview_keep": 0.0}\' (the inverted-noise start)',
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
