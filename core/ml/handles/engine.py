@@ -330,17 +330,33 @@ class HandlesEngine:
         return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
 
     # ------------------------------------------------------------------ UNet
-    def unet(self, z: torch.Tensor, depth: torch.Tensor, t: int, emb: torch.Tensor, token: CancelToken | None) -> torch.Tensor:
-        """One counted UNet evaluation on latents (B, 4, h, w) float32 -> model output float32."""
+    def unet(
+        self,
+        z: torch.Tensor,
+        depth: torch.Tensor,
+        t: int | torch.Tensor,
+        emb: torch.Tensor,
+        token: CancelToken | None,
+        kind: str | None = None,
+        n: int = 1,
+    ) -> torch.Tensor:
+        """One counted UNet evaluation on latents (B, 4, h, w) float32 -> model output float32.
+        ``t``: one timestep, or one per sample (a (B,) tensor: training batches). ``kind`` and
+        ``n``: what the call counts as (default: inferred, one evaluation; a lock's training
+        batch counts one forward+backward per crop)."""
         if token is not None:
             token.check()
         b = z.shape[0]
-        grad = torch.is_grad_enabled() and (z.requires_grad or emb.requires_grad)
-        kind = "forward_backward" if grad else ("cfg" if b == 2 else "forward")
-        self.counts[kind] += 1
+        if kind is None:
+            grad = torch.is_grad_enabled() and (z.requires_grad or emb.requires_grad)
+            kind = "forward_backward" if grad else ("cfg" if b == 2 else "forward")
+        self.counts[kind] += int(n)
         t0 = time.perf_counter()
         dt = self.m.dtype
-        tt = torch.full((b,), int(t), device=self.device, dtype=torch.long)
+        if isinstance(t, torch.Tensor):
+            tt = t.to(device=self.device, dtype=torch.long)
+        else:
+            tt = torch.full((b,), int(t), device=self.device, dtype=torch.long)
         if self.m.controlnet is None:
             inp = torch.cat([z, depth.expand(b, -1, -1, -1)], dim=1).to(dt)
             out = self.m.unet(inp, tt, encoder_hidden_states=emb.to(dt), return_dict=False)[0].float()

@@ -142,14 +142,12 @@ class IdentityLock:
         from safetensors import SafetensorError
         from safetensors.torch import load
 
+        from core.locks import read_header
+
+        head = read_header(data, what)  # the header first: a foreign file is refused before decoding
         try:
             tensors = load(bytes(data))
-            head_len = int.from_bytes(bytes(data[:8]), "little")
-            if head_len > len(data) - 8:
-                raise ValueError("header past the end")
-            header = json.loads(bytes(data[8 : 8 + head_len]))
-            head = json.loads(header.get("__metadata__", {}).get("lock", "{}"))
-        except (SafetensorError, ValueError, TypeError, OSError, json.JSONDecodeError) as exc:
+        except (SafetensorError, ValueError, TypeError, OSError) as exc:
             raise InputError(f"{what} is damaged ({type(exc).__name__}); learn the lock again (Object > Lock Identity)") from exc
         if head.get("magic") != _MAGIC or head.get("method") not in METHODS:
             raise InputError(f"{what} is not an identity lock of this program; learn the lock again")
@@ -572,37 +570,9 @@ def learn_lock(
 
 
 def _predict(engine, zt: torch.Tensor, dcond: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """The model's output for a batch with per-sample timesteps (counted as forward+backward)."""
-    m = engine.m
-    engine.counts["forward_backward"] += int(zt.shape[0])
-    dt = m.dtype
-    tt = t.to(engine.device)
-    if m.controlnet is None:
-        return m.unet(torch.cat([zt, dcond], 1).to(dt), tt, encoder_hidden_states=emb.to(dt), return_dict=False)[0].float()
-    added = None
-    states = emb.to(dt)
-    if m.backend == "sdxl-controlnet":
-        states, added = engine._xl_inputs(states, zt)
-    zin = zt.to(dt)
-    with torch.no_grad():
-        down, mid = m.controlnet(
-            zin,
-            tt,
-            encoder_hidden_states=states.detach(),
-            controlnet_cond=dcond.to(dt),
-            conditioning_scale=float(engine.controlnet_scale),
-            added_cond_kwargs=added,
-            return_dict=False,
-        )
-    return m.unet(
-        zin,
-        tt,
-        encoder_hidden_states=states,
-        added_cond_kwargs=added,
-        down_block_additional_residuals=down,
-        mid_block_additional_residual=mid,
-        return_dict=False,
-    )[0].float()
+    """The model's output for a training batch with per-sample timesteps, through the engine's one
+    UNet call (counted as one forward+backward per crop)."""
+    return engine.unet(zt, dcond, t, emb, None, kind="forward_backward", n=int(zt.shape[0]))
 
 
 def _target(engine, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
