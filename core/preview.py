@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -55,10 +56,12 @@ def _up2(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """2x upsampling (pixel repeat, then a [1 2 1]/4 smoothing each way), cropped to ``shape``."""
     up = np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)[: shape[0], : shape[1]]
     for axis in (0, 1):
-        if up.shape[axis] > 2:
+        n = up.shape[axis]
+        if n > 2:
             p = np.concatenate([np.take(up, [0], axis), up, np.take(up, [-1], axis)], axis=axis)
-            n = up.shape[axis]
-            up = 0.25 * np.take(p, range(0, n), axis) + 0.5 * up + 0.25 * np.take(p, range(2, n + 2), axis)
+            lo = p[:n] if axis == 0 else p[:, :n]  # slices, not np.take of ranges: the same numbers, no copies
+            hi = p[2 : n + 2] if axis == 0 else p[:, 2 : n + 2]
+            up = 0.25 * lo + 0.5 * up + 0.25 * hi
     return up
 
 
@@ -187,12 +190,15 @@ def render_preview(scene, plan: WarpPlan | None = None) -> PreviewResult:
     removed = plan.extras.get("removed")
     if removed is None:
         removed = plan.changed & ~np.isfinite(plan.src_x)
-    image = photo.copy()
     photo_key = digest(photo)
     if removed.any():
-        plate = clean_plate(photo, removed, photo_key)
-        np.copyto(image, plate, where=removed[..., None])
-    shown = np.nonzero(np.isfinite(plan.src_x).ravel())[0]
+        # the clean plate is the photo outside the removed region, bit for bit (push_pull_fill
+        # returns the known pixels unchanged), so it is the picture to draw the objects over
+        image = clean_plate(photo, removed, photo_key).copy()
+    else:
+        image = photo.copy()
+    src_x = plan.src_x.reshape(-1)
+    shown = np.flatnonzero(np.isfinite(src_x))
     if len(shown):
         owner = plan.extras.get("source_object")
         if owner is None:
@@ -200,10 +206,18 @@ def render_preview(scene, plan: WarpPlan | None = None) -> PreviewResult:
 
             owner = object_index_map(scene)
         flat = image.reshape(-1, 3)
-        for a in range(0, len(shown), SAMPLE_CHUNK):
-            at = shown[a : a + SAMPLE_CHUNK]
-            colors = sample_object_colors(photo, owner, plan.src_x.ravel()[at], plan.src_y.ravel()[at], plan.target_object.ravel()[at], photo_key)
-            flat[at] = np.clip(np.rint(colors), 0, 255).astype(np.uint8)
+        jit = warp._kernels()
+        if jit is not None and photo.dtype == np.uint8:
+            ph, ow = _padded(photo, photo_key, owner)
+            h, w = owner.shape
+            args = (ph.reshape(3, -1), ow.reshape(-1), w, h, shown)
+            rest = (src_x, plan.src_y.reshape(-1), plan.target_object.reshape(-1), flat)
+            jit.run_all([partial(jit.sample_colors, *args, lo, hi, *rest) for lo, hi in jit.ranges(len(shown))])
+        else:
+            for a in range(0, len(shown), SAMPLE_CHUNK):
+                at = shown[a : a + SAMPLE_CHUNK]
+                colors = sample_object_colors(photo, owner, src_x[at], plan.src_y.ravel()[at], plan.target_object.ravel()[at], photo_key)
+                flat[at] = np.clip(np.rint(colors), 0, 255).astype(np.uint8)
     return PreviewResult(image=image, hole=plan.hole.copy(), plan=plan)
 
 

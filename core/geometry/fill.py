@@ -59,9 +59,20 @@ def dilation_px(shape: tuple[int, int]) -> int:
     return max(2, int(round(3.0 * max(shape) / 512.0)))
 
 
+def _hasher():
+    try:  # xxh3-128: ~35x faster than sha1 (0.06 against 2.1 ms for a 1024 px depth map here);
+        # these keys name in-memory caches only, hashed on every drag event, never stored
+        import xxhash
+
+        return xxhash.xxh3_128()
+    except ImportError:
+        return hashlib.sha1()
+
+
 def digest(*arrays) -> str:
-    """Content hash of arrays (shape, dtype and bytes); ``None`` entries hash as a marker."""
-    h = hashlib.sha1()
+    """Content hash of arrays (shape, dtype and bytes); ``None`` entries hash as a marker. Names
+    in-memory caches only (the hash function may differ between installs)."""
+    h = _hasher()
     for a in arrays:
         if a is None:
             h.update(b"<none>")

@@ -57,8 +57,14 @@ depth equals the input depth exactly, its correspondences are the identity and i
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
+from types import ModuleType
 from typing import cast
 
 import numpy as np
@@ -84,6 +90,50 @@ FAR = 1e15
 MAX_SLOPE = 10.0
 
 
+_JIT: ModuleType | bool | None = None  # the kernels module once compiled, False when unavailable or off
+_JIT_LOCK = threading.Lock()
+
+
+def _load_kernels() -> ModuleType | bool:
+    if os.environ.get("HANDLES_STUDIO_NO_JIT"):
+        return False
+    try:
+        from core.geometry import kernels
+
+        kernels.warm_up()  # compiled (or loaded from numba's cache) here, so a failure shows now
+        return kernels
+    except Exception as exc:  # noqa: BLE001 - numba missing or failing on this platform: the numpy path draws the same plans
+        logging.getLogger(__name__).warning("compiled drag kernels unavailable (%s); using numpy", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return False
+
+
+def _kernels() -> ModuleType | None:
+    """:mod:`core.geometry.kernels` (numba), compiled on first use; None where numba is missing or
+    fails, or ``HANDLES_STUDIO_NO_JIT`` is set (the vectorised numpy path then draws the same
+    plans). Threads asking meanwhile wait for the one compiling."""
+    global _JIT
+    if _JIT is None:
+        with _JIT_LOCK:
+            if _JIT is None:
+                _JIT = _load_kernels()
+    return _JIT if isinstance(_JIT, ModuleType) else None
+
+
+def use_jit(enabled: bool) -> bool:
+    """Switch the compiled kernels on (when available) or off; returns whether they are on. For
+    benchmarks (the old and the new path in one run) and tests (one path against the other)."""
+    global _JIT
+    with _JIT_LOCK:
+        _JIT = None if enabled else False
+    return _kernels() is not None
+
+
+def warm_up() -> bool:
+    """Compile (or load from numba's cache) the drag kernels now, so that the first drag does not
+    pay for it; returns whether they are available."""
+    return _kernels() is not None
+
+
 def ring_px(shape: tuple[int, int]) -> int:
     """Pixels by which an old silhouette is grown into the removed region: 1 at 512 px, scaled."""
     return max(1, min(dilation_px(shape) - 1, int(round(max(shape) / 512.0))))
@@ -101,6 +151,7 @@ class _ObjectState:
     z: np.ndarray  # (N,) float32 the depth at each point: with its pixel centre, its exact position (see _points)
     du: tuple  # (plus, minus): (3, N) float32 one-sided dP/dcol (rows X, Y, Z: contiguous columns)
     dv: tuple  # (plus, minus): (3, N) float32 one-sided dP/drow
+    tangents: np.ndarray  # (12, N) float32: du+, du-, dv+, dv- (du and dv are views of it)
     crease: np.ndarray  # (N,) bool: the one-sided tangents disagree (edge, crease, border)
     pivot: np.ndarray  # (3,) float64
 
@@ -181,10 +232,13 @@ def _object_state(k: int, index_map: np.ndarray, depth: np.ndarray, camera, pivo
     owner_full = index_map == k
     rows, cols = np.nonzero(owner_full)
     n = len(rows)
-    du = (np.zeros((3, n), np.float32), np.zeros((3, n), np.float32))
-    dv = (np.zeros((3, n), np.float32), np.zeros((3, n), np.float32))
+    tangents = np.zeros((12, n), np.float32)
+    du = (tangents[0:3], tangents[3:6])
+    dv = (tangents[6:9], tangents[9:12])
     crease = np.zeros(n, bool)
-    state = _ObjectState(k, rows.astype(np.int32), cols.astype(np.int32), depth[rows, cols].astype(np.float32), du, dv, crease, np.asarray(pivot, np.float64))
+    state = _ObjectState(
+        k, rows.astype(np.int32), cols.astype(np.int32), depth[rows, cols].astype(np.float32), du, dv, tangents, crease, np.asarray(pivot, np.float64)
+    )
     if n == 0:
         return state
     r0, r1 = int(rows[0]), int(rows[-1]) + 1  # np.nonzero is in row-major order
@@ -476,7 +530,6 @@ def plan(scene) -> WarpPlan:
         raise InputError(f"depth must be a 2-D map, got shape {scene.depth.shape}")
     st = _static(scene)
     h, w = st.shape
-    camera = scene.camera
     moved_idx = [k for k, o in enumerate(scene.objects) if o.visible and not o.transform.is_identity()]
     hidden_idx = [k for k, o in enumerate(scene.objects) if not o.visible]
     changed_set = frozenset(moved_idx + hidden_idx)
@@ -488,7 +541,7 @@ def plan(scene) -> WarpPlan:
     target_object = rs.target_base.copy()
     src_x = np.full((h, w), np.nan, np.float32)
     src_y = np.full((h, w), np.nan, np.float32)
-    jacobians: dict[int, np.ndarray] = {}
+    jacobians: Mapping[int, np.ndarray] = {}
 
     if not changed_set:
         flows = [_identity_flow(os_, scene.objects[os_.index].name, st.depth) for os_ in st.objects]
@@ -507,8 +560,134 @@ def plan(scene) -> WarpPlan:
             extras={"removed": removed, "source_object": st.object_index, "moved": [], "hidden": [], "jacobian": {}},
         )
 
-    near = st.near
+    jit = _kernels()
+    if jit is not None:
+        moved_states, jacobians, zbuf, shows_moved = _splat_jit(jit, scene, st, rs, moved_idx, edited, target_object, src_x, src_y)
+    else:
+        moved_states, jacobians, zbuf, shows_moved = _splat_numpy(scene, st, rs, moved_idx, edited, target_object, src_x, src_y)
+    if jit is not None:
+        jit.close_pinholes(shows_moved, target_object, edited, src_x, src_y, rs.limit.reshape(h, w))
+    elif shows_moved.any():
+        _close_pinholes(shows_moved, target_object, edited, src_x, src_y, rs.limit.reshape(h, w), w)
+    hole = removed & ~shows_moved
+    changed = removed | shows_moved
 
+    # flows
+    zb = zbuf.reshape(h, w)
+    flows: list[ObjectFlow] = []
+    moved_lookup = {k: projected for k, _, projected in moved_states}
+    for k, obj in enumerate(scene.objects):
+        os_ = st.objects[k]
+        if k in moved_lookup and jit is not None:
+            n = len(os_.rows)
+            tx, ty, tz, vis = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, bool)
+            state = (k, *moved_lookup[k], h, w, target_object.reshape(-1), zbuf, VISIBLE_TOLERANCE)
+            jit.run_all([partial(jit.object_flow, *state, lo, hi, tx, ty, tz, vis) for lo, hi in jit.ranges(n)])
+            flows.append(ObjectFlow(k, obj.name, os_.rows, os_.cols, tx, ty, tz, vis, moved=True))
+        elif k in moved_lookup:
+            mx, my, mz, mok = moved_lookup[k]
+            on = mok & (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
+            tx = np.where(on, mx, np.nan).astype(np.float32)
+            ty = np.where(on, my, np.nan).astype(np.float32)
+            tz = np.where(mok, mz, np.nan).astype(np.float32)
+            vis = np.zeros(len(os_.rows), bool)
+            ii = np.nonzero(on)[0]
+            if len(ii):
+                c = np.floor(mx[ii]).astype(np.int64)
+                r = np.floor(my[ii]).astype(np.int64)
+                vis[ii] = (target_object[r, c] == k) & (mz[ii] <= zb[r, c] * (1.0 + VISIBLE_TOLERANCE))
+            flows.append(ObjectFlow(k, obj.name, os_.rows, os_.cols, tx, ty, tz, vis, moved=True))
+        elif k in changed_set:  # hidden
+            n = len(os_.rows)
+            nan = np.full(n, np.nan, np.float32)
+            flows.append(ObjectFlow(k, obj.name, os_.rows, os_.cols, nan, nan.copy(), nan.copy(), np.zeros(n, bool), moved=True))
+        else:
+            f_ = _identity_flow(os_, obj.name, st.depth)
+            f_.visible = target_object[os_.rows, os_.cols] == k
+            flows.append(f_)
+
+    return WarpPlan(
+        (h, w),
+        edited,
+        bg.copy(),
+        hole,
+        target_object,
+        src_x,
+        src_y,
+        flows,
+        changed,
+        extras={
+            "removed": removed,
+            "source_object": st.object_index,
+            "moved": list(moved_idx),
+            "hidden": list(hidden_idx),
+            "jacobian": jacobians,
+        },
+    )
+
+
+def _splat_jit(jit, scene, st: _Static, rs: _Removed, moved_idx, edited, target_object, src_x, src_y):
+    """The moved objects splatted by the compiled kernels (the same candidates in the same order
+    per pixel as :func:`_splat_numpy`), written into the plan's arrays in place: per object the
+    points are projected in pieces, then splatted in bands of target rows, on threads at once."""
+    h, w = st.shape
+    camera = scene.camera
+    zbuf = np.full(h * w, np.inf, np.float32)
+    flat = (edited.reshape(-1), target_object.reshape(-1), src_x.reshape(-1), src_y.reshape(-1))
+    moved_states = []
+    jacobians: dict[int, tuple] = {}
+    f, cx, cy, near = float(camera.focal), float(camera.cx), float(camera.cy), float(st.near)
+    for k in moved_idx:
+        os_ = st.objects[k]
+        n = len(os_.rows)
+        tr = scene.objects[k].transform
+        with np.errstate(over="ignore", invalid="ignore"):
+            a = np.ascontiguousarray(tr.scale * tr.R, np.float64)
+            b = np.ascontiguousarray(os_.pivot + tr.t - a @ os_.pivot, np.float64)
+        tx, ty, tz, ok = np.empty(n), np.empty(n), np.empty(n), np.empty(n, bool)
+        jp = np.empty((n, 6))
+        ylo, yhi = np.empty(n, np.int32), np.empty(n, np.int32)
+        pts = (os_.rows, os_.cols, os_.z, os_.tangents, os_.crease, a, b, f, cx, cy, near)
+        jacobians[k] = (os_.rows, os_.cols, os_.z, os_.tangents, a, b, f, cx, cy, near)
+        out = (tx, ty, tz, ok, jp, ylo, yhi)
+        jit.run_all([partial(jit.project_points, *pts, h, lo, hi, *out) for lo, hi in jit.ranges(n)])
+        jit.run_all([partial(jit.splat_band, *pts, h, w, r0, r1, *out, rs.limit, zbuf, *flat, k) for r0, r1 in jit.bands(ylo, yhi, h)])
+        moved_states.append((k, os_, (tx, ty, tz, ok)))
+    return moved_states, _LazyJacobians(jit, jacobians), zbuf, (zbuf < np.inf).reshape(h, w)
+
+
+class _LazyJacobians(Mapping):
+    """The plan's ``extras["jacobian"]`` on the compiled path: object index -> (N, 2, 2) float32,
+    each computed on first access (only the feature correspondences of a render read them, not
+    the drag preview)."""
+
+    def __init__(self, jit, args: dict[int, tuple]) -> None:
+        self._jit = jit
+        self._args = args
+        self._done: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        hit = self._done.get(k)
+        if hit is None:
+            args = self._args[k]  # KeyError for an object that did not move, as a dict's
+            hit = self._done[k] = np.empty((len(args[0]), 2, 2), np.float32)
+            self._jit.jacobians(*args, hit)
+        return hit
+
+    def __iter__(self):
+        return iter(self._args)
+
+    def __len__(self) -> int:
+        return len(self._args)
+
+
+def _splat_numpy(scene, st: _Static, rs: _Removed, moved_idx, edited, target_object, src_x, src_y):
+    """The moved objects splatted with vectorised numpy (the reference path), written into the
+    plan's arrays in place; returns the per-object projections, Jacobians, z-buffer and coverage."""
+    h, w = st.shape
+    camera = scene.camera
+    near = st.near
+    jacobians: dict[int, np.ndarray] = {}
     # Each object is projected and splatted FOOTPRINT_CHUNK points at a time; its candidates are
     # kept in the order of one pass (the five parts of _candidates, each over all points), so ties
     # of the z-buffer go the same way, and only those no static surface hides are kept.
@@ -566,61 +745,10 @@ def plan(scene) -> WarpPlan:
 
     shows_moved = np.zeros(h * w, bool)
     shows_moved[wpix] = True
-    shows_moved = shows_moved.reshape(h, w)
-    if len(wpix):
-        _close_pinholes(shows_moved, target_object, edited, src_x, src_y, rs.limit.reshape(h, w), wpix, w)
-    hole = removed & ~shows_moved
-    changed = removed | shows_moved
-
-    # flows
-    zb = zbuf.reshape(h, w)
-    flows: list[ObjectFlow] = []
-    moved_lookup = {k: projected for k, _, projected in moved_states}
-    for k, obj in enumerate(scene.objects):
-        os_ = st.objects[k]
-        if k in moved_lookup:
-            mx, my, mz, mok = moved_lookup[k]
-            on = mok & (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
-            tx = np.where(on, mx, np.nan).astype(np.float32)
-            ty = np.where(on, my, np.nan).astype(np.float32)
-            tz = np.where(mok, mz, np.nan).astype(np.float32)
-            vis = np.zeros(len(os_.rows), bool)
-            ii = np.nonzero(on)[0]
-            if len(ii):
-                c = np.floor(mx[ii]).astype(np.int64)
-                r = np.floor(my[ii]).astype(np.int64)
-                vis[ii] = (target_object[r, c] == k) & (mz[ii] <= zb[r, c] * (1.0 + VISIBLE_TOLERANCE))
-            flows.append(ObjectFlow(k, obj.name, os_.rows, os_.cols, tx, ty, tz, vis, moved=True))
-        elif k in changed_set:  # hidden
-            n = len(os_.rows)
-            nan = np.full(n, np.nan, np.float32)
-            flows.append(ObjectFlow(k, obj.name, os_.rows, os_.cols, nan, nan.copy(), nan.copy(), np.zeros(n, bool), moved=True))
-        else:
-            f_ = _identity_flow(os_, obj.name, st.depth)
-            f_.visible = target_object[os_.rows, os_.cols] == k
-            flows.append(f_)
-
-    return WarpPlan(
-        (h, w),
-        edited,
-        bg.copy(),
-        hole,
-        target_object,
-        src_x,
-        src_y,
-        flows,
-        changed,
-        extras={
-            "removed": removed,
-            "source_object": st.object_index,
-            "moved": list(moved_idx),
-            "hidden": list(hidden_idx),
-            "jacobian": jacobians,
-        },
-    )
+    return moved_states, jacobians, zbuf, shows_moved.reshape(h, w)
 
 
-def _close_pinholes(shows, target, depth, sx, sy, limit, wpix, w) -> None:
+def _close_pinholes(shows, target, depth, sx, sy, limit, w) -> None:
     """Fill single-pixel cracks left by the footprints (in place).
 
     The quadrant footprints tile smooth surfaces and creases along the pixel axes; where a crease
@@ -629,9 +757,10 @@ def _close_pinholes(shows, target, depth, sx, sy, limit, wpix, w) -> None:
     at depths within 5 % of each other gets their mean depth and source position (the linear
     interpolation across it), unless the static picture hides that depth.
     """
-    r0, r1 = int(wpix.min() // w), int(wpix.max() // w) + 1
-    c = wpix % w
-    c0, c1 = int(c.min()), int(c.max()) + 1
+    rows = np.flatnonzero(shows.any(axis=1))
+    cols = np.flatnonzero(shows.any(axis=0))
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
     if r1 - r0 < 3 or c1 - c0 < 3:
         return
     sl = (slice(r0, r1), slice(c0, c1))
