@@ -105,6 +105,9 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
         super().__init__()
         self.setObjectName("HandlesStudioMainWindow")
         self.persist = persist
+        from editor import warm
+
+        warm.start()  # drag kernels and first-render modules, while the window comes up
         self.settings = settings if settings is not None else (load_settings() if persist else Settings())
         self._custom_renderer = renderer_factory is not None
         self.renderer_factory = renderer_factory or ModelRendererFactory()

@@ -258,6 +258,20 @@ def hole_flags(cloud: CloudData, mask: np.ndarray | None) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != cloud.shape:
         raise ValueError(f"hole mask shape {mask.shape} does not match the scene's {cloud.shape}")
+    # the points with a photo pixel and those pixels' flat indices: once per cloud (a drag updates
+    # the hole mask every event; this keeps it one gather)
+    cached = getattr(cloud, "_hole_index", None)
+    if cached is None:
+        px = cloud.pixels
+        at = np.flatnonzero(px[:, 0] >= 0)
+        cached = (at, px[at, 0].astype(np.int64) * cloud.shape[1] + px[at, 1])
+        object.__setattr__(cloud, "_hole_index", cached)
+    at, flat = cached
+    flags[at] = np.take(mask.reshape(-1), flat).view(np.uint8) * np.uint8(255)
+    return flags
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != cloud.shape:
+        raise ValueError(f"hole mask shape {mask.shape} does not match the scene's {cloud.shape}")
     px = cloud.pixels
     ok = px[:, 0] >= 0
     flags[ok] = np.where(mask[px[ok, 0], px[ok, 1]], 255, 0).astype(np.uint8)
