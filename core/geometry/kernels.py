@@ -1,5 +1,7 @@
 """Compiled kernels of the drag path (numba): the warp plan's projection, footprint splatting and
-z-buffer in one pass per object, its flows, and the preview's owner-aware bilinear sampling.
+z-buffer (points projected in pieces, then splatted in bands of target rows, each on a thread of
+its own), its flows and pinhole pass, the preview's owner-aware bilinear sampling, and the software
+3D view's point splat.
 
 Each kernel does the very arithmetic of the vectorised numpy code it replaces
 (:mod:`core.geometry.warp`, :mod:`core.preview`), in the same precisions (float64 for the
@@ -7,7 +9,8 @@ projection, float32 for the footprints' sub-pixel positions and depths) and visi
 the same order, so the two paths give the same plans; the numpy path stays as the fallback where
 numba is missing (``HANDLES_STUDIO_NO_JIT=1`` forces it) and as the reference the tests compare
 against. What changes is the cost: numpy materialises a dozen arrays per candidate, while a kernel
-keeps a point's state in registers and writes only the winners (measured in ``make bench``).
+keeps a point's state in registers and writes only the winners (measured in ``make bench``). The
+kernels release the interpreter lock, so ``run_all`` runs the pieces on threads at once.
 
 This module imports numba (about half a second); :mod:`core.geometry.warp` imports it lazily on
 the first plan, and ``warm_up`` compiles (or loads from numba's on-disk cache) every kernel ahead
