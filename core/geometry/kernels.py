@@ -420,6 +420,7 @@ THREADS = max(1, min(4, int(os.environ.get("HANDLES_STUDIO_DRAG_THREADS", 0) or 
 #: below this many points (or pixels) one thread does it: handing work over costs ~0.1 ms
 MIN_SPLIT = 16384
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0  # a forked child has the pool object but not its threads: it makes its own
 _POOL_LOCK = threading.Lock()
 
 
@@ -432,13 +433,14 @@ def ranges(n: int, parts: int | None = None) -> list[tuple[int, int]]:
 
 def run_all(calls) -> None:
     """Run the zero-argument ``calls`` at once (the first in this thread), return when all have."""
-    global _POOL
+    global _POOL, _POOL_PID
     if len(calls) == 1:
         calls[0]()
         return
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL_PID != os.getpid():
             _POOL = ThreadPoolExecutor(max_workers=max(1, THREADS - 1), thread_name_prefix="drag-kernel")
+            _POOL_PID = os.getpid()
         pool = _POOL
     futures = [pool.submit(c) for c in calls[1:]]
     try:
