@@ -76,6 +76,9 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     w0 = np.asarray(known, dtype=np.float32)
     if not known.any():
         return np.zeros_like(img)
+    jit = warp._kernels()
+    if jit is not None and img.ndim == 3:
+        return _push_pull_jit(jit, img, known, w0)
     levels = []  # (colour (normalised), weight in [0, 1])
     c = img * w0[..., None]
     w = w0
@@ -94,6 +97,34 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     out = img.copy()
     out[~known] = filled[~known]
     return out
+
+
+def _push_pull_jit(jit, img: np.ndarray, known: np.ndarray, w0: np.ndarray) -> np.ndarray:
+    """:func:`push_pull_fill` with each level's array work fused in a compiled kernel: the same
+    numbers, bit for bit (tests/core/test_drag_kernels.py), without its dozens of temporaries."""
+    img = np.ascontiguousarray(img)
+    levels = []
+    c = img * w0[..., None]
+    w = np.ascontiguousarray(w0)
+    while True:
+        col = np.empty_like(c)
+        wt = np.empty_like(w)
+        jit.pp_level(c, w, col, wt)
+        levels.append((col, wt))
+        if (min(w.shape) <= 1) or (w > 0).all():
+            break
+        shape = (-(-w.shape[0] // 2), -(-w.shape[1] // 2))
+        c2 = np.empty((*shape, c.shape[2]), np.float32)
+        w2 = np.empty((*shape, 1), np.float32)
+        jit.pp_down2(c, c2)
+        jit.pp_down2(w[..., None], w2)
+        c, w = c2, w2[..., 0].copy()
+    filled = levels[-1][0]
+    for col, wt in reversed(levels[:-1]):
+        out = np.empty_like(col)
+        jit.pp_up_blend(filled, col, wt, np.empty_like(col), out)
+        filled = out
+    return np.where(known[..., None], img, filled)  # a select: the boolean assignment cost 9 ms at 512 px
 
 
 def clean_plate(photo: np.ndarray, removed: np.ndarray, photo_key: str | None = None) -> np.ndarray:

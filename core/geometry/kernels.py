@@ -414,6 +414,61 @@ def splat_points(pts, cols, eye, rot, f, cx, cy, r, canvas, zbuf):
                     canvas[yy, xx, 2] = c2
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def pp_level(c, w, col, wt):
+    """One push-pull level (preview.push_pull_fill): ``col`` = c / w where w > 0 (else 0),
+    ``wt`` = min(w, 1); (H, W, C) / (H, W) float32."""
+    eps = np.float32(1e-12)
+    one = np.float32(1.0)
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            v = w[i, j]
+            d = max(v, eps)
+            for k in range(c.shape[2]):
+                col[i, j, k] = c[i, j, k] / d if v > 0 else np.float32(0.0)
+            wt[i, j] = min(v, one)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pp_down2(a, out):
+    """Sums of 2x2 blocks of (H, W, C) float32 ``a`` (zeros past odd sides) into ``out``."""
+    h, w = a.shape[0], a.shape[1]
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            for k in range(a.shape[2]):
+                a00 = a[2 * i, 2 * j, k]
+                a10 = a[2 * i + 1, 2 * j, k] if 2 * i + 1 < h else np.float32(0.0)
+                a01 = a[2 * i, 2 * j + 1, k] if 2 * j + 1 < w else np.float32(0.0)
+                a11 = a[2 * i + 1, 2 * j + 1, k] if (2 * i + 1 < h and 2 * j + 1 < w) else np.float32(0.0)
+                out[i, j, k] = ((a00 + a10) + a01) + a11
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pp_up_blend(coarse, col, wt, tmp, out):
+    """``out`` = wt * col + (1 - wt) * up2(coarse) (preview._up2: pixel repeat, then [1 2 1] / 4
+    each way with clamped ends, along an axis only when it is longer than 2); all float32."""
+    h, w, nc = col.shape
+    q, hf = np.float32(0.25), np.float32(0.5)
+    one = np.float32(1.0)
+    for i in range(h):
+        i0, i1 = max(i - 1, 0), min(i + 1, h - 1)
+        for j in range(w):
+            for k in range(nc):
+                u = coarse[i // 2, j // 2, k]
+                if h > 2:
+                    u = (q * coarse[i0 // 2, j // 2, k] + hf * u) + q * coarse[i1 // 2, j // 2, k]
+                tmp[i, j, k] = u
+    for i in range(h):
+        for j in range(w):
+            j0, j1 = max(j - 1, 0), min(j + 1, w - 1)
+            t = wt[i, j]
+            for k in range(nc):
+                u = tmp[i, j, k]
+                if w > 2:
+                    u = (q * tmp[i, j0, k] + hf * u) + q * tmp[i, j1, k]
+                out[i, j, k] = t * col[i, j, k] + (one - t) * u
+
+
 #: threads a drag event's kernels use (the kernels release the interpreter lock); on this
 #: machine class two cores: ``HANDLES_STUDIO_DRAG_THREADS`` overrides
 THREADS = max(1, min(4, int(os.environ.get("HANDLES_STUDIO_DRAG_THREADS", 0) or (os.cpu_count() or 1))))
@@ -497,5 +552,10 @@ def warm_up() -> None:
     owner = np.zeros((h + 2) * (w + 2), np.int16)
     canvas = np.zeros((h, w, 3), np.uint8)
     splat_points(np.ones((n, 3)), np.ones((n, 3), np.float32), np.zeros(3), np.eye(3), 2.0, 2.0, 2.0, 2, canvas, np.full((h, w), np.inf))
+    c3 = np.ones((h, w, 3), np.float32)
+    w1 = np.ones((h, w, 1), np.float32)
+    pp_level(c3, w1[..., 0], c3.copy(), w1[..., 0].copy())
+    pp_down2(c3, np.empty((h // 2, w // 2, 3), np.float32))
+    pp_up_blend(c3[::2, ::2].copy(), c3, w1[..., 0].copy(), c3.copy(), c3.copy())
     out = np.zeros((h * w, 3), np.uint8)
     sample_colors(planes, owner, w, h, np.array([5], np.int64), 0, 1, sx, sy, target, out)

@@ -168,3 +168,20 @@ def test_warm_up_compiles_what_a_drag_calls():
     root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-c", _DRAG_AFTER_WARM_UP], cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("shape", [(96, 128), (37, 53), (1, 7), (3, 2), (64, 1)])
+def test_compiled_push_pull_is_the_numpy_one(shape):
+    from core.preview import push_pull_fill
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    img = (rng.random((*shape, 3)) * 255).astype(np.float32)
+    known = rng.random(shape) > 0.5
+    known[shape[0] // 4 : shape[0] // 2 + 1, shape[1] // 4 : shape[1] // 2 + 1] = False
+    known.flat[0] = True
+    out = {}
+    for jit in (False, True):
+        assert warp.use_jit(jit) is jit
+        out[jit] = push_pull_fill(img, known)
+    assert np.array_equal(out[False], out[True])
+    assert np.array_equal(out[True][known], img[known])  # known pixels unchanged
