@@ -67,10 +67,12 @@ MAX_POINT_SIZE = 24.0
 CLICK_SLOP_PX = 4.0
 #: automatic point size factor away from the photo's own viewpoint (1 there: one pixel per point)
 OFF_PHOTO_COVERAGE = 1.4
-#: the most points drawn in a frame while the camera or a gizmo moves (the level-of-detail budget:
-#: about 6 ms of drawing on a 2-core CPU with software GL); a quarter of a cloud of up to 256k
-#: points, a sixteenth up to 1M (see PointCloudView._lod_ranks)
-INTERACTIVE_POINTS = 64_000
+#: the most points drawn in a frame while the camera or a gizmo moves (the level-of-detail budget;
+#: see PointCloudView._lod_ranks): a quarter of a cloud of up to 160k points, a sixteenth up to
+#: 640k. 64k (a quarter of the editor's 250k-point clouds: 60k points) left a gizmo drag at
+#: 18.3 ms a frame on a 2-core CPU with software GL, above the 16 ms of display rate (the empty
+#: frame alone costs 6.5 ms there); a sixteenth (15k points, 4x wider) draws it in 12.0 ms
+INTERACTIVE_POINTS = 40_000
 #: the full cloud is drawn again this long (ms) after the last interaction
 REST_MS = 150
 #: the depth buffer's clear value: just short of the far plane (depth 1), where the vertex shader

@@ -485,7 +485,7 @@ def test_moving_draws_a_uniform_subsample_and_rest_the_full_cloud(view, scene, q
 
     p = hold_pan(view)
     assert view.is_interacting()
-    # the default budget (64k) takes a sixteenth of the sample's 332k points, every fourth pixel of
+    # the default budget (40k) takes a sixteenth of the sample's 332k points, every fourth pixel of
     # every fourth row; a budget of a quarter takes every second pixel of every second row
     for fraction, budget_here in ((1 / 16, budget), (1 / 4, n // 4 + 1000)):
         view.interactive_points = budget_here
