@@ -56,3 +56,17 @@ def test_training_is_reproducible_and_resumable(tmp_path):
     # another seed gives another model
     train(Config(**{**TOY.__dict__, "seed": 1}), tmp_path / "c", tmp_path / "c-model")
     assert _weights(tmp_path / "c-model")["unet/diffusion_pytorch_model.safetensors"] != m1["unet/diffusion_pytorch_model.safetensors"]
+
+
+def test_crop_training_runs_and_captions_only_what_a_crop_shows(tmp_path):
+    from core.world import FLOOR_PHRASE, random_layout
+    from training.world import crop_caption
+
+    lay = random_layout(5)
+    assert crop_caption(lay, 0) == FLOOR_PHRASE
+    assert crop_caption(lay, (1 << len(lay.objects)) - 1) == lay.caption()
+    one = crop_caption(lay, 1)
+    assert lay.objects[0].phrase() in one and all(o.phrase() not in one for o in lay.objects[1:] if o.phrase() != lay.objects[0].phrase())
+    torch.set_num_threads(1)
+    q = train(Config(**{**TOY.__dict__, "crop": 8, "full_every": 2}), tmp_path / "w", tmp_path / "m")
+    assert q is not None and q["unguided_sample_psnr"] > 0
