@@ -76,7 +76,7 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     w0 = np.asarray(known, dtype=np.float32)
     if not known.any():
         return np.zeros_like(img)
-    jit = warp._kernels()
+    jit = warp.compiled_kernels()
     if jit is not None and img.ndim == 3:
         return _push_pull_jit(jit, img, known, w0)
     levels = []  # (colour (normalised), weight in [0, 1])
@@ -237,7 +237,7 @@ def render_preview(scene, plan: WarpPlan | None = None) -> PreviewResult:
 
             owner = object_index_map(scene)
         flat = image.reshape(-1, 3)
-        jit = warp._kernels()
+        jit = warp.compiled_kernels()
         if jit is not None and photo.dtype == np.uint8:
             ph, ow = _padded(photo, photo_key, owner)
             h, w = owner.shape

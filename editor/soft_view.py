@@ -251,9 +251,9 @@ class SoftCloudView(QWidget):
                     cols = 0.62 * cols + 0.38 * SELECTION_TINT
             pos_parts.append(pts)
             col_parts.append(cols)
-        from core.geometry.warp import _kernels
+        from core.geometry.warp import compiled_kernels
 
-        jit = _kernels()
+        jit = compiled_kernels()
         # splat size: a point covers `spacing` photo pixels at its photo depth; seen from here that
         # is spacing * (Z_photo / f_photo) * f_view / z_view screen pixels (the median of a sample)
         spacing = max(g.spacing for g in self._cloud.groups.values()) * np.sqrt(stride)

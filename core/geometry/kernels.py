@@ -81,10 +81,14 @@ def _project(r, c, zs, a, b, f, cx, cy, near, t, j, both):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _splat(tx, ty, tz, jux, juy, juz, jvx, jvy, jvz, ulo, uhi, vlo, vhi, h, w, r0, r1, limit, zbuf, edited, target, sx, sy, k, col, row):
+def _splat(tx, ty, tz, jux, juy, juz, jvx, jvy, jvz, box, dims, dst, k, col, row):
     """One footprint part of one point into the z-buffer (the candidates of warp._footprints, kept
     where no static surface hides them, the last of equal depth winning as numpy's assignment),
-    those in the target rows ``[r0, r1)`` only."""
+    those in the target rows ``[r0, r1)`` only. ``box``: (ulo, uhi, vlo, vhi) source pixels;
+    ``dims``: (h, w, r0, r1); ``dst``: (limit, zbuf, edited, target, sx, sy), flat."""
+    ulo, uhi, vlo, vhi = box
+    h, w, r0, r1 = dims
+    limit, zbuf, edited, target, sx, sy = dst
     x_min = min(ulo * jux, uhi * jux) + min(vlo * jvx, vhi * jvx)
     x_max = max(ulo * jux, uhi * jux) + max(vlo * jvx, vhi * jvx)
     y_min = min(ulo * juy, uhi * juy) + min(vlo * jvy, vhi * jvy)
@@ -170,43 +174,20 @@ def splat_band(rows, cols, zs, tangents, crease, a, b, f, cx, cy, near, h, w, r0
     z-buffer ``zbuf`` and the flat (H*W) ``edited``/``target``/``sx``/``sy`` where ``k`` wins."""
     shi = 0.5 + _SLACK
     slo = -_SLACK
+    smooth = (-shi, shi, -shi, shi)
+    dims = (h, w, r0, r1)
+    dst = (limit, zbuf, edited, target, sx, sy)
     for i in range(len(rows)):  # part 0: smooth footprints, the plus tangents over [-shi, shi]^2
         if ylo[i] >= r1 or yhi[i] < r0 or yhi[i] < ylo[i]:
             continue
-        _splat(
-            tx[i],
-            ty[i],
-            tz[i],
-            jp[i, 0],
-            jp[i, 1],
-            jp[i, 2],
-            jp[i, 3],
-            jp[i, 4],
-            jp[i, 5],
-            -shi,
-            shi,
-            -shi,
-            shi,
-            h,
-            w,
-            r0,
-            r1,
-            limit,
-            zbuf,
-            edited,
-            target,
-            sx,
-            sy,
-            k,
-            cols[i],
-            rows[i],
-        )
+        _splat(tx[i], ty[i], tz[i], jp[i, 0], jp[i, 1], jp[i, 2], jp[i, 3], jp[i, 4], jp[i, 5], smooth, dims, dst, k, cols[i], rows[i])
     t = np.empty(12, np.float32)
     j = np.empty(12)
     for su in range(2):  # parts 1-4: the quadrants of creased points, each with its side's tangents
         ulo, uhi = (slo, shi) if su == 0 else (-shi, -slo)
         for sv in range(2):
             vlo, vhi = (slo, shi) if sv == 0 else (-shi, -slo)
+            box = (ulo, uhi, vlo, vhi)
             for i in range(len(rows)):
                 if not (crease[i] and ok[i]) or ty[i] < r0 - _CAP - 1.0 or ty[i] > r1 + _CAP + 1.0:
                     continue
@@ -215,34 +196,7 @@ def splat_band(rows, cols, zs, tangents, crease, a, b, f, cx, cy, near, h, w, r0
                 _project(rows[i], cols[i], zs[i], a, b, f, cx, cy, near, t, j, True)
                 ju = 3 * su
                 jv = 6 + 3 * sv
-                _splat(
-                    tx[i],
-                    ty[i],
-                    tz[i],
-                    j[ju],
-                    j[ju + 1],
-                    j[ju + 2],
-                    j[jv],
-                    j[jv + 1],
-                    j[jv + 2],
-                    ulo,
-                    uhi,
-                    vlo,
-                    vhi,
-                    h,
-                    w,
-                    r0,
-                    r1,
-                    limit,
-                    zbuf,
-                    edited,
-                    target,
-                    sx,
-                    sy,
-                    k,
-                    cols[i],
-                    rows[i],
-                )
+                _splat(tx[i], ty[i], tz[i], j[ju], j[ju + 1], j[ju + 2], j[jv], j[jv + 1], j[jv + 2], box, dims, dst, k, cols[i], rows[i])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

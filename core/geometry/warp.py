@@ -107,7 +107,7 @@ def _load_kernels() -> ModuleType | bool:
         return False
 
 
-def _kernels() -> ModuleType | None:
+def compiled_kernels() -> ModuleType | None:
     """:mod:`core.geometry.kernels` (numba), compiled on first use; None where numba is missing or
     fails, or ``HANDLES_STUDIO_NO_JIT`` is set (the vectorised numpy path then draws the same
     plans). Threads asking meanwhile wait for the one compiling."""
@@ -125,13 +125,13 @@ def use_jit(enabled: bool) -> bool:
     global _JIT
     with _JIT_LOCK:
         _JIT = None if enabled else False
-    return _kernels() is not None
+    return compiled_kernels() is not None
 
 
 def warm_up() -> bool:
     """Compile (or load from numba's cache) the drag kernels now, so that the first drag does not
     pay for it; returns whether they are available."""
-    return _kernels() is not None
+    return compiled_kernels() is not None
 
 
 def ring_px(shape: tuple[int, int]) -> int:
@@ -560,7 +560,7 @@ def plan(scene) -> WarpPlan:
             extras={"removed": removed, "source_object": st.object_index, "moved": [], "hidden": [], "jacobian": {}},
         )
 
-    jit = _kernels()
+    jit = compiled_kernels()
     if jit is not None:
         moved_states, jacobians, zbuf, shows_moved = _splat_jit(jit, scene, st, rs, moved_idx, edited, target_object, src_x, src_y)
     else:
