@@ -199,6 +199,75 @@ def splat_band(rows, cols, zs, tangents, crease, a, b, f, cx, cy, near, h, w, r0
                 _splat(tx[i], ty[i], tz[i], j[ju], j[ju + 1], j[ju + 2], j[jv], j[jv + 1], j[jv + 2], box, dims, dst, k, cols[i], rows[i])
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tangent_pair(depth, owner, f, cx, cy, r, c, dr, dc, p0, p1, p2, slope, out, o):
+    """:func:`core.geometry.warp._tangents` at one point (camera-frame position ``p0, p1, p2``,
+    float64) along rows (``dr`` 1) or columns (``dc`` 1): the plus and minus tangents into
+    ``out[o:o + 6]``."""
+    h, w = owner.shape
+    step = p2 / f
+    lim = slope * step
+    f0 = f1 = f2 = b0 = b1 = b2 = 0.0
+    ok_f = ok_b = False
+    rr, cc = r + dr, c + dc
+    if rr < h and cc < w and owner[rr, cc]:
+        z = np.float64(depth[rr, cc])
+        f0 = (cc + 0.5 - cx) * z / f - p0  # np.diff's q - p
+        f1 = (rr + 0.5 - cy) * z / f - p1
+        f2 = z - p2
+        ok_f = math.sqrt(f0 * f0 + f1 * f1 + f2 * f2) <= lim
+    rr, cc = r - dr, c - dc
+    if rr >= 0 and cc >= 0 and owner[rr, cc]:
+        z = np.float64(depth[rr, cc])
+        b0 = p0 - (cc + 0.5 - cx) * z / f  # p - q
+        b1 = p1 - (rr + 0.5 - cy) * z / f
+        b2 = p2 - z
+        ok_b = math.sqrt(b0 * b0 + b1 * b1 + b2 * b2) <= lim
+    # neither side: a fronto-parallel pixel step (rows -> Y, columns -> X)
+    x0, x1 = (0.0, step) if dr else (step, 0.0)
+    if ok_f:
+        out[o], out[o + 1], out[o + 2] = f0, f1, f2
+    elif ok_b:
+        out[o], out[o + 1], out[o + 2] = b0, b1, b2
+    else:
+        out[o], out[o + 1], out[o + 2] = x0, x1, 0.0
+    if ok_b:
+        out[o + 3], out[o + 4], out[o + 5] = b0, b1, b2
+    elif ok_f:
+        out[o + 3], out[o + 4], out[o + 5] = f0, f1, f2
+    else:
+        out[o + 3], out[o + 4], out[o + 5] = x0, x1, 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lift_tangents(rows, cols, depth, owner, f, cx, cy, slope, tol, tangents, crease):
+    """The lift of :func:`core.geometry.warp._object_state` for the points ``rows``, ``cols`` of
+    the object whose pixels ``owner`` marks: tangents (12, n) float32 (du+ du- dv+ dv-) and
+    ``crease`` (the plus and minus tangents differ by more than ``tol`` of their length); the
+    numpy path's float64 arithmetic, point by point."""
+    t = np.empty(12)
+    for i in range(len(rows)):
+        r = rows[i]
+        c = cols[i]
+        z = np.float64(depth[r, c])
+        p0 = (c + 0.5 - cx) * z / f
+        p1 = (r + 0.5 - cy) * z / f
+        _tangent_pair(depth, owner, f, cx, cy, r, c, 0, 1, p0, p1, z, slope, t, 0)
+        _tangent_pair(depth, owner, f, cx, cy, r, c, 1, 0, p0, p1, z, slope, t, 6)
+        bent = False
+        for o in (0, 6):
+            dx = t[o] - t[o + 3]
+            dy = t[o + 1] - t[o + 4]
+            dz = t[o + 2] - t[o + 5]
+            diff = math.sqrt(dx * dx + dy * dy + dz * dz)
+            a = math.sqrt(t[o] * t[o] + t[o + 1] * t[o + 1] + t[o + 2] * t[o + 2])
+            b = math.sqrt(t[o + 3] * t[o + 3] + t[o + 4] * t[o + 4] + t[o + 5] * t[o + 5])
+            bent = bent or diff > tol * max(a, b)
+        crease[i] = bent
+        for k in range(12):
+            tangents[k, i] = np.float32(t[k])
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def jacobians(rows, cols, zs, tangents, a, b, f, cx, cy, near, out):
     """(N, 2, 2) float32 d(x, y)_target / d(col, row)_source of every point, both sides averaged
@@ -499,6 +568,13 @@ def warm_up() -> None:
     project_points(rows, cols, zs, tangents, crease, a, b, 4.0, 2.0, 2.0, 1e-4, h, 0, n, tx, ty, tz, ok, jp, ylo, yhi)
     splat_band(rows, cols, zs, tangents, crease, a, b, 4.0, 2.0, 2.0, 1e-4, h, w, 0, h, tx, ty, tz, ok, jp, ylo, yhi, limit, zbuf, edited, target, sx, sy, 0)
     jacobians(rows, cols, zs, tangents, a, b, 4.0, 2.0, 2.0, 1e-4, np.empty((n, 2, 2), np.float32))
+    owner = np.zeros((h, w), np.bool_)
+    owner[rows, cols] = True
+    for dtype in (np.float32, np.float64):  # a depth map as loaded (float32) or computed (float64)
+        for read_only in (False, True):
+            depth = np.ones((h, w), dtype)
+            depth.setflags(write=not read_only)
+            lift_tangents(rows, cols, depth, owner, 4.0, 2.0, 2.0, 10.0, 0.1, tangents.copy(), crease.copy())
     f32 = np.empty(n, np.float32)
     object_flow(0, tx, ty, tz, ok, h, w, target, zbuf, 0.02, 0, n, f32, f32.copy(), f32.copy(), np.empty(n, np.bool_))
     close_pinholes(np.ones((h, w), np.bool_), target.reshape(h, w), edited.reshape(h, w), sx.reshape(h, w), sy.reshape(h, w), limit.reshape(h, w))

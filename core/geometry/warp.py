@@ -208,7 +208,11 @@ def _tangents(points: np.ndarray, owner: np.ndarray, focal: float, axis: int) ->
     return plus, minus
 
 
-def _creased(du, dv, tol: float = 0.1) -> np.ndarray:
+#: a point is on a crease where its plus and minus tangents differ by more than this share of their length
+CREASE_TOL = 0.1
+
+
+def _creased(du, dv, tol: float = CREASE_TOL) -> np.ndarray:
     """(h, w) bool: the plus and minus tangents differ by more than ``tol`` of their length."""
     out = None
     for plus, minus in (du, dv):
@@ -240,6 +244,12 @@ def _object_state(k: int, index_map: np.ndarray, depth: np.ndarray, camera, pivo
         k, rows.astype(np.int32), cols.astype(np.int32), depth[rows, cols].astype(np.float32), du, dv, tangents, crease, np.asarray(pivot, np.float64)
     )
     if n == 0:
+        return state
+    jit = compiled_kernels()
+    if jit is not None:
+        jit.lift_tangents(
+            state.rows, state.cols, depth, owner_full, float(camera.focal), float(camera.cx), float(camera.cy), MAX_SLOPE, CREASE_TOL, tangents, crease
+        )
         return state
     r0, r1 = int(rows[0]), int(rows[-1]) + 1  # np.nonzero is in row-major order
     c0, c1 = int(cols.min()), int(cols.max()) + 1
