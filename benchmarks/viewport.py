@@ -16,6 +16,8 @@ drag with GL's clipper (``interactive_points=None``, ``cull_in_shader=False``) a
 detail with points off the view dropped in the shader, and the hole-flag update of every point
 (``viewport.cloud.hole_flags`` and a whole-buffer upload) against the view's in-place update. The
 old drag and orbit columns already use the new hole-flag update (its own row shows the difference).
+At rest the view draws the cloud once and copies that picture back for frames that change nothing
+in it: the rows at rest time both, the drawn frame (what follows every move) and the copy.
 
 Targets (issue 10, part 2): a frame at most 16 ms while the camera or a gizmo moves, at most 33 ms
 at rest (the full cloud), on a 2-core CPU with software GL.
@@ -122,15 +124,27 @@ def main(argv=None) -> int:
         return QPoint(int(round(p[0])), int(round(p[1])))
 
     # ------------------------------------------------------------------ at rest (the full cloud)
-    rest_photo = frames()
+    def rest_frames() -> tuple[list[float], list[float]]:
+        """Frames at rest: the cloud drawn every frame (the first frame after a move, or any with
+        the kept picture off), then frames that change nothing (a hovered handle, an exposed
+        window), which copy the kept picture."""
+        view.cache_at_rest = False
+        drawn = frames()
+        view.cache_at_rest = True
+        kept = frames()
+        return drawn, kept
+
+    rest_photo, rest_photo_kept = rest_frames()
+    view.cache_at_rest = False
     view.makeCurrent()
     view.paintGL()
     view.doneCurrent()
     full_points = view.drawn_points()
     draw_full = [draw_only() for _ in range(n)]
+    view.cache_at_rest = True
     obj = scene.objects[0]
     view.set_selected(obj.id)
-    rest_gizmo = frames()
+    rest_gizmo, rest_gizmo_kept = rest_frames()
     t = time.perf_counter()
     for _ in range(n):
         view.makeCurrent()
@@ -225,13 +239,15 @@ def main(argv=None) -> int:
     orbit_new, orbit_drawn = orbit(lod_budget)
     # at rest away from the photo's viewpoint (where the orbit ended): the full cloud, fatter points
     use_path(None)
-    rest_orbit_old = frames()
+    rest_orbit_old = frames()  # GL's clipper
     use_path(lod_budget)
-    rest_orbit = frames()
+    rest_orbit, rest_orbit_kept = rest_frames()
+    view.cache_at_rest = False
     view.makeCurrent()
     view.paintGL()
     view.doneCurrent()
     rest_orbit_points = view.drawn_points()
+    view.cache_at_rest = True
     view.reset_camera()
 
     # ------------------------------------------------------------------ hole-mask update alone
@@ -279,6 +295,7 @@ def main(argv=None) -> int:
     app.processEvents()
     view.grabFramebuffer()  # a new context: the buffers again
     f = view.context().functions()
+    view.cache_at_rest = False  # the cloud drawn, as in the rows above
     in_window_rest = frames()
     view._scene = None
     in_window_empty = frames()
@@ -301,9 +318,12 @@ def main(argv=None) -> int:
     print(f"  cloud build (lift + fill + Open3D + bounds + level-of-detail order): {build_ms:.0f} ms")
     print()
     print(f"  frame, median of {n} (ms)                        old     new")
-    row("at rest, photo's viewpoint", None, rest_photo, REST_TARGET_MS, f"{full_points:,} points")
+    row("at rest, photo's viewpoint", None, rest_photo, REST_TARGET_MS, f"{full_points:,} points drawn")
+    row("  unchanged frame (the kept picture)", None, rest_photo_kept, REST_TARGET_MS, "e.g. a hovered handle")
     row("at rest, photo's viewpoint, gizmo shown", None, rest_gizmo, REST_TARGET_MS)
-    row("at rest, orbited (fatter points)", rest_orbit_old, rest_orbit, REST_TARGET_MS, f"{rest_orbit_points:,} points")
+    row("  unchanged frame (the kept picture)", None, rest_gizmo_kept, REST_TARGET_MS)
+    row("at rest, orbited (fatter points)", rest_orbit_old, rest_orbit, REST_TARGET_MS, f"{rest_orbit_points:,} points drawn")
+    row("  unchanged frame (the kept picture)", None, rest_orbit_kept, REST_TARGET_MS)
     row("gizmo drag (mouse move + editor's writes)", drag_old, drag_new, DRAG_TARGET_MS, f"{med(drawn_old):,.0f} -> {med(drawn_new):,.0f} points")
     row("orbit (Alt + left drag)", orbit_old, orbit_new, DRAG_TARGET_MS, f"{cloud.count:,} -> {med(orbit_drawn):,.0f} points")
     print(f"  first frame after the release: {after_release:.1f} ms, {after_release_points:,} points (the full cloud)")
@@ -320,7 +340,7 @@ def main(argv=None) -> int:
     print(f"    vertex bytes uploaded during both drags: {up_total['vertices']:,} (a transform is a uniform); a full upload: {upload_ms:.1f} ms")
     print()
     ok_drag = med(drag_new) <= DRAG_TARGET_MS and med(orbit_new) <= DRAG_TARGET_MS
-    ok_rest = max(med(rest_photo), med(rest_gizmo), med(rest_orbit)) <= REST_TARGET_MS
+    ok_rest = max(med(rest_photo), med(rest_gizmo), med(rest_orbit), med(rest_photo_kept), med(rest_gizmo_kept), med(rest_orbit_kept)) <= REST_TARGET_MS
     print(
         f"  targets: moving <= {DRAG_TARGET_MS:.0f} ms {verdict(0 if ok_drag else 1, 0)}; at rest <= {REST_TARGET_MS:.0f} ms {verdict(0 if ok_rest else 1, 0)}"
     )

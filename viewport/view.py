@@ -42,9 +42,9 @@ import math
 import time
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QMatrix4x4, QSurfaceFormat, QVector4D
-from PySide6.QtOpenGL import QOpenGLBuffer, QOpenGLShader, QOpenGLShaderProgram, QOpenGLVertexArrayObject
+from PySide6.QtOpenGL import QOpenGLBuffer, QOpenGLFramebufferObject, QOpenGLShader, QOpenGLShaderProgram, QOpenGLVertexArrayObject
 from PySide6.QtOpenGLWidgets import QOpenGLWidget
 
 from core import gizmo as gz
@@ -59,6 +59,7 @@ GL_DEPTH_TEST, GL_BLEND, GL_LEQUAL = 0x0B71, 0x0BE2, 0x0203
 GL_SRC_ALPHA, GL_ONE_MINUS_SRC_ALPHA = 0x0302, 0x0303
 GL_COLOR_BUFFER_BIT, GL_DEPTH_BUFFER_BIT = 0x4000, 0x0100
 GL_PROGRAM_POINT_SIZE = 0x8642
+GL_FRAMEBUFFER, GL_READ_FRAMEBUFFER, GL_DRAW_FRAMEBUFFER, GL_NEAREST = 0x8D40, 0x8CA8, 0x8CA9, 0x2600
 
 BACKGROUND_RGB = (0.13, 0.135, 0.15)
 SELECTION_TINT = (1.0, 0.62, 0.12, 0.38)
@@ -204,6 +205,15 @@ class PointCloudView(QOpenGLWidget):
         self._rest_timer.setInterval(REST_MS)
         self._rest_timer.timeout.connect(self._on_rest)
         self._drawn_points = 0
+        #: keep the full picture at rest and copy it back while nothing in it changes (False: draw
+        #: every frame; the tests that count what a frame draws set it)
+        self.cache_at_rest = True
+        #: frames that copied the kept picture instead of drawing the cloud (the tests read it)
+        self.cached_frames = 0
+        self._picture_key: tuple | None = None
+        self._rest_fbo: QOpenGLFramebufferObject | None = None
+        # bumped by every write to the GL buffers (a kept picture of older contents is stale)
+        self._gpu_version = 0
         #: bytes written to the GL buffers so far: "vertices" (whole-cloud uploads) and "flags"
         #: (hole-mask updates) (the tests and the benchmark read it)
         self.uploaded_bytes = {"vertices": 0, "flags": 0}
@@ -540,6 +550,9 @@ class PointCloudView(QOpenGLWidget):
         for buf in (self._vbo, self._flag_vbo, self._giz_vbo):
             if buf is not None:
                 buf.destroy()
+        if self._rest_fbo is not None:
+            self._rest_fbo = None  # its GL objects go with the context
+        self._picture_key = None
         self._program = None
         self._vbo = self._flag_vbo = self._giz_vbo = None
         self._vao = self._giz_vao = None
@@ -586,6 +599,7 @@ class PointCloudView(QOpenGLWidget):
             self._flag_vbo.release()
             for _flags, gpu, _diff in self._flag_bufs:
                 gpu[:] = 0
+            self._gpu_version += 1
             self.uploaded_bytes["vertices"] += 2 * raster.nbytes
             self.uploaded_bytes["flags"] += 2 * cloud.count
             self._uploaded_count = cloud.count
@@ -623,6 +637,7 @@ class PointCloudView(QOpenGLWidget):
                 continue  # nothing changed
             last = len(diff) - int(diff[::-1].argmax())
             gpu[first:last] = flags[first:last]
+            self._gpu_version += 1
             data = memoryview(gpu[first:last])
             self._flag_vbo.write(offset + first, data, data.nbytes)
             self.uploaded_bytes["flags"] += data.nbytes
@@ -666,7 +681,7 @@ class PointCloudView(QOpenGLWidget):
         objects = {o.id: o for o in self._scene.objects}
         ranks = self._lod_ranks()
         n_all = self._cloud.count
-        drawn = 0
+        calls = []  # (first, count, mvp, size_k, size_fixed, tint): the frame's picture is a function of them
         for key, g in self._cloud.groups.items():
             if g.count == 0:
                 continue
@@ -685,18 +700,53 @@ class PointCloudView(QOpenGLWidget):
                 scale = obj.transform.scale
                 if key == self._selected:
                     tint = SELECTION_TINT
-            prog.setUniformValue(self._u["u_mvp"], _qmatrix(vp @ model))
-            prog.setUniformValue1f(self._u["u_size_k"], 0.0 if self._point_size else float(k_auto * g.spacing * scale * widen))
-            prog.setUniformValue1f(self._u["u_size_fixed"], float((self._point_size or 1.0) * dpr * widen))
-            prog.setUniformValue(self._u["u_tint"], QVector4D(*tint))
-            f.glDrawArrays(GL_POINTS, first, count)
-            drawn += count
-        self._drawn_points = drawn
+            size_k = 0.0 if self._point_size else float(k_auto * g.spacing * scale * widen)
+            calls.append((first, count, (vp @ model).tobytes(), size_k, float((self._point_size or 1.0) * dpr * widen), tint))
+        size = (max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr)))
+        picture = (self._gpu_version, id(self._cloud), size, bool(self.cull_in_shader), tuple(calls))
+        at_rest = self.cache_at_rest and ranks == LOD_RANKS
+        if at_rest and picture == self._picture_key and self._blit_picture(size, to_widget=True):
+            self.cached_frames += 1
+        else:
+            for first, count, mvp, size_k, size_fixed, tint in calls:
+                prog.setUniformValue(self._u["u_mvp"], _qmatrix(np.frombuffer(mvp).reshape(4, 4)))
+                prog.setUniformValue1f(self._u["u_size_k"], size_k)
+                prog.setUniformValue1f(self._u["u_size_fixed"], size_fixed)
+                prog.setUniformValue(self._u["u_tint"], QVector4D(*tint))
+                f.glDrawArrays(GL_POINTS, first, count)
+            self._drawn_points = sum(c[1] for c in calls)
+            # the full picture at rest is kept (before the overlay) for the frames that change
+            # nothing in it: a hovered handle, an exposed window
+            self._picture_key = picture if at_rest and self._blit_picture(size, to_widget=False) else None
         if self._vao.isCreated():
             self._vao.release()
         self._draw_overlay(f, vp)
         prog.release()
         self.last_frame_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _blit_picture(self, size: tuple[int, int], to_widget: bool) -> bool:
+        """Copy the widget's picture into the at-rest cache (``to_widget`` False) or back; False
+        where the context cannot blit (the frame is then drawn every time)."""
+        if not QOpenGLFramebufferObject.hasOpenGLFramebufferBlit():
+            return False
+        fbo = self._rest_fbo
+        if fbo is None or (fbo.width(), fbo.height()) != size:
+            if to_widget:
+                return False
+            fbo = self._rest_fbo = QOpenGLFramebufferObject(QSize(*size), QOpenGLFramebufferObject.Attachment.NoAttachment)
+            if not fbo.isValid():
+                self._rest_fbo = None
+                return False
+        # raw calls: PySide6's QOpenGLFramebufferObject.blitFramebuffer with None for the widget's
+        # framebuffer releases a reference to None each call (Python aborts at exit)
+        ef = self.context().extraFunctions()
+        widget, kept = self.defaultFramebufferObject(), fbo.handle()
+        ef.glBindFramebuffer(GL_READ_FRAMEBUFFER, kept if to_widget else widget)
+        ef.glBindFramebuffer(GL_DRAW_FRAMEBUFFER, widget if to_widget else kept)
+        w, h = size
+        ef.glBlitFramebuffer(0, 0, w, h, 0, 0, w, h, GL_COLOR_BUFFER_BIT, GL_NEAREST)
+        ef.glBindFramebuffer(GL_FRAMEBUFFER, widget)
+        return True
 
     def _lod_ranks(self) -> int:
         """How many of the cloud's dither ranks this frame draws: all of them at rest; while

@@ -179,6 +179,61 @@ def test_selection_is_tinted_and_orbit_then_home_restores_the_photo(view, scene)
     assert np.abs(back - scene.photo.astype(np.int32)).mean() < 2.0
 
 
+def test_the_picture_at_rest_is_kept_and_any_change_draws_it_again(view, scene):
+    """At rest a frame that changes nothing in the cloud's picture (a hovered handle, an exposed
+    window) copies the kept picture instead of drawing 250k points: the same pixels as a frame
+    drawn from scratch, and every change to what the picture shows draws it again."""
+    from core.transform import Transform3D
+
+    def frame():
+        return to_array(view.grabFramebuffer())
+
+    def from_scratch():
+        view.cache_at_rest = False
+        try:
+            return frame()
+        finally:
+            view.cache_at_rest = True
+
+    first = frame()
+    n = view.cached_frames
+    again = frame()
+    assert view.cached_frames == n + 1, "a frame at rest that changed nothing drew the cloud again"
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(again, from_scratch())
+    box, ball = obj(scene, "box"), obj(scene, "sphere")
+
+    def move_box():
+        box.transform = Transform3D.from_axis_angle((0.0, 1.0, 0.0), 20.0, translation=(0.2, 0.0, 0.0))
+        view.refresh_object(box.id)
+
+    def hide_ball():
+        ball.visible = False
+        view.refresh_object(ball.id)
+
+    changes = [
+        ("a transform", move_box),
+        ("a hole mask", lambda: view.set_hole_mask(box.mask)),
+        ("the selection", lambda: view.set_selected(box.id)),
+        ("a hidden object", hide_ball),
+        ("the camera", lambda: view.camera.orbit(15.0, 5.0)),
+        ("the point size", lambda: view.set_point_size(3.0)),
+        ("the point size again", lambda: view.set_point_size(None)),
+        ("the camera back", view.reset_camera),
+    ]
+    for name, change in changes:
+        before = frame()
+        change()
+        n = view.cached_frames
+        img = frame()
+        assert view.cached_frames == n, f"after {name} the kept (stale) picture was copied"
+        assert np.abs(img - before).max() > 0, f"{name} changed nothing on screen"
+        np.testing.assert_array_equal(img, from_scratch(), err_msg=f"after {name}")
+        frame()  # drawn (the frame from scratch kept nothing) and kept
+        np.testing.assert_array_equal(frame(), img, err_msg=f"the kept picture after {name}")
+        assert view.cached_frames == n + 1, f"after {name} the new picture was not kept"
+
+
 def test_wheel_zooms_towards_the_cursor(view):
     from PySide6.QtCore import QPoint, QPointF, Qt
     from PySide6.QtGui import QWheelEvent
@@ -442,6 +497,7 @@ def points_drawn(v) -> int:
     import ctypes
 
     assert v.selected() is None
+    v.cache_at_rest = False  # count what a frame draws, not a copy of the kept picture
     v.makeCurrent()
     try:
         ctx = v.context()
@@ -617,6 +673,7 @@ def test_a_level_of_detail_frame_costs_much_less_than_a_full_one(view):
     import time
 
     f = view.context().functions()
+    view.cache_at_rest = False  # time the full draw, not a copy of the kept picture
 
     def draw(interacting: bool) -> float:
         view._interacting = interacting  # the state a mouse move sets; the rest timer is not running
