@@ -239,7 +239,8 @@ def main(argv=None) -> int:
     orbit_new, orbit_drawn = orbit(lod_budget)
     # at rest away from the photo's viewpoint (where the orbit ended): the full cloud, fatter points
     use_path(None)
-    rest_orbit_old = frames()  # GL's clipper
+    view.cache_at_rest = False
+    rest_orbit_old = frames()  # GL's clipper, the cloud drawn every frame
     use_path(lod_budget)
     rest_orbit, rest_orbit_kept = rest_frames()
     view.cache_at_rest = False
