@@ -90,6 +90,24 @@ class Config:
     crop_on_object: float = 0.75
     text_hidden: int = 64
     text_layers: int = 2
+    # attention heads per block (diffusers' ``attention_head_dim`` is the head count): 8 gives
+    # heads of 8 / 16 channels at the two attention levels
+    attention_heads: int = 8
+    # the caption pooled (attention pooling) into the timestep embedding that every ResNet block
+    # reads, as DeepFloyd IF's UNet (diffusers' addition_embed_type "text"), and FiLM (scale and
+    # shift) instead of an added bias there: the bundled model's UNet barely used the caption
+    # through cross-attention alone (objects' denoising error 0.131 with their caption, 0.133 with
+    # another scene's; their mean colours no closer to the truth than one global mean colour)
+    text_pooled: bool = False
+    film: bool = False
+    # SD2's betas rescaled to a zero terminal SNR, v-prediction and trailing timesteps (Lin et al.,
+    # "Common diffusion noise schedules and sample steps are flawed", WACV 2024). SD2's own
+    # schedule leaves 8 % of the signal at t = 960 (the first of 25 DDIM steps), and the bundled
+    # model reads an object's colour from there (x0 predicted at t = 960 from the noised photo:
+    # 37 grey levels off the truth; from pure noise, as sampling starts: 46, chance 43) instead of
+    # from the caption, which it barely uses (objects' error 0.131 with their caption, 0.133 with
+    # another scene's): samples get random colours
+    zero_snr: bool = False
     # bookkeeping
     ckpt_every: int = 100
     eval_scenes: int = 24
@@ -330,8 +348,11 @@ def build_unet(cfg: Config):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=cfg.text_hidden,
-        attention_head_dim=8,
+        attention_head_dim=cfg.attention_heads,
         norm_num_groups=8,
+        addition_embed_type="text" if cfg.text_pooled else None,
+        addition_embed_type_num_heads=4,
+        resnet_time_scale_shift="scale_shift" if cfg.film else "default",
     )
 
 
@@ -355,7 +376,9 @@ def build_text(cfg: Config, vocab: int):
     )
 
 
-def scheduler_config() -> dict:
+def scheduler_config(cfg: Config | None = None) -> dict:
+    if cfg is not None and cfg.zero_snr:
+        return {**scheduler_config(), "prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
     return {
         "_class_name": "DDIMScheduler",
         "beta_start": 0.00085,
@@ -369,9 +392,13 @@ def scheduler_config() -> dict:
     }
 
 
-def alphas_cumprod():
+def alphas_cumprod(cfg: Config | None = None):
     import torch
 
+    if cfg is not None and cfg.zero_snr:
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler.from_config(scheduler_config(cfg)).alphas_cumprod.float()  # the loader's very schedule
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     return torch.cumprod(1.0 - betas, 0).float()
 
@@ -414,7 +441,7 @@ def train_unet(
     om = torch.from_numpy(omasks).to(dev)
     ids = ids.to(dev)
     empty = empty.to(dev)
-    ac = alphas_cumprod().to(dev)
+    ac = alphas_cumprod(cfg).to(dev)
     n = lat.shape[0]
     layouts = layouts_of(cfg) if cfg.crop else []
     assert not layouts or [lay.caption() for lay in layouts] == captions, "data and layouts disagree"
@@ -491,9 +518,16 @@ def train_unet(
         emb = text(tid)[0]
         pred = unet(torch.cat([zt, dcb], 1), t, encoder_hidden_states=emb).sample
         snr = a.view(b) / (1 - a.view(b))
-        weight = torch.clamp(snr, max=cfg.min_snr) / snr
+        if cfg.zero_snr:
+            # v = sqrt(a) eps - sqrt(1 - a) x0; Min-SNR for v, floored at 1 so that the terminal
+            # steps (SNR 0, where only the caption and depth tell the colours) keep an x0 loss
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+            weight = torch.clamp(snr, min=1.0, max=cfg.min_snr) / (snr + 1)
+        else:
+            target = noise
+            weight = torch.clamp(snr, max=cfg.min_snr) / snr
         cells = 1.0 + cfg.object_weight * omb.float()
-        loss = (weight * ((pred - noise).pow(2) * cells).mean((1, 2, 3))).mean()
+        loss = (weight * ((pred - target).pow(2) * cells).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -525,7 +559,7 @@ def export(cfg: Config, work: Path, vae, scale: float, unet, text, tok_dir: Path
     text.float()
     shutil.copytree(tok_dir, tmp / "tokenizer")
     (tmp / "scheduler").mkdir()
-    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(), indent=2), encoding="utf-8")
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(cfg), indent=2), encoding="utf-8")
     (tmp / "model_index.json").write_text(
         json.dumps(
             {
@@ -624,10 +658,18 @@ def write_model_card(folder: Path, quality: dict | None = None) -> Path:
         "  `latent_rgb.json`: a least-squares linear latent -> RGB map for step previews.",
         f"- `unet/`: UNet2DConditionModel, 4 latent + 1 disparity input channels, channels {tuple(cfg['unet_channels'])},",
         "  down (Down, CrossAttn, CrossAttn, Down), up (Up, CrossAttn, CrossAttn, Up): four up blocks, as SD2-depth;",
+        f"  {cfg.get('attention_heads', 8)} attention heads a block"
+        + ("; the caption also pooled into the timestep embedding (addition_embed_type text)" if cfg.get("text_pooled") else "")
+        + ("; FiLM (scale and shift) from it in every ResNet block" if cfg.get("film") else "")
+        + ";",
         "  depth conditioning exactly as SD2-depth (1/depth, bicubic to the latent size, min-max to [-1, 1]).",
         f"- `text_encoder/`: CLIPTextModel, {cfg['text_layers']} layers, width {cfg['text_hidden']}; `tokenizer/`: CLIP BPE learnt from the",
         f"  training captions (every caption word is one token), {cfg['max_length']} positions.",
-        "- `scheduler/`: DDIM with SD2's scaled-linear betas 0.00085-0.012, epsilon prediction.",
+        (
+            "- `scheduler/`: DDIM with SD2's scaled-linear betas 0.00085-0.012 rescaled to a zero terminal SNR, v-prediction, trailing timesteps (sampling starts at t = 999 from pure noise)."
+            if cfg.get("zero_snr")
+            else "- `scheduler/`: DDIM with SD2's scaled-linear betas 0.00085-0.012, epsilon prediction."
+        ),
         f"- Weights: fp16 safetensors, {size / 1e6:.1f} MB in all.",
         "",
         "## Data and recipe (`make train-world`, `training/world.py`)",
@@ -635,8 +677,8 @@ def write_model_card(folder: Path, quality: dict | None = None) -> Path:
         f"- {cfg['n_train']} random layouts (seeds 0..{cfg['n_train'] - 1}) plus the sample scene, ray cast at"
         f" {cfg['width']}x{cfg['height']} with their captions; held-out seeds start at 1,000,000.",
         f"- VAE: {cfg['vae_steps']} steps of {cfg['vae_batch']} random {cfg['vae_crop']}px crops, L1 + {cfg['vae_kl']:g} KL, AdamW {cfg['vae_lr']:g}, cosine.",
-        f"- UNet + text encoder together: {cfg['unet_steps']} steps of {cfg['unet_batch']} latents, epsilon prediction, Min-SNR-{cfg['min_snr']:g}"
-        f" weights, object cells weighted {1 + cfg.get('object_weight', 0):g}x, noise offset {cfg.get('noise_offset', 0):g}, caption dropout {cfg['caption_dropout']:g} (classifier-free guidance), AdamW {cfg['unet_lr']:g} with"
+        f"- UNet + text encoder together: {cfg['unet_steps']} steps of {cfg['unet_batch']} latents, {'v' if cfg.get('zero_snr') else 'epsilon'} prediction, Min-SNR-{cfg['min_snr']:g}"
+        f"{' (floored at 1 for the terminal steps)' if cfg.get('zero_snr') else ''} weights, object cells weighted {1 + cfg.get('object_weight', 0):g}x, noise offset {cfg.get('noise_offset', 0):g}, caption dropout {cfg['caption_dropout']:g} (classifier-free guidance), AdamW {cfg['unet_lr']:g} with"
         f" {cfg['warmup']} warm-up steps and cosine decay, gradient clipping 1, EMA {cfg['ema_decay']:g} (exported).",
         f"- Seed {cfg['seed']}; batches are drawn from generators seeded by (seed, step), so a resumed run is the same run.",
         "",
@@ -704,12 +746,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-only", type=Path, default=None, metavar="FOLDER", help="only evaluate a model folder")
     ap.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop the UNet stage after N steps of this run (resume later)")
     ap.add_argument("--card-only", type=Path, default=None, metavar="FOLDER", help="only (re)write a model folder's README.md")
-    for name in ("n_train", "vae_steps", "unet_steps", "unet_batch", "seed", "eval_scenes"):
+    for name in ("n_train", "vae_steps", "unet_steps", "unet_batch", "seed", "eval_scenes", "attention_heads"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     for name in ("noise_offset", "eval_guidance"):
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    for name in ("text_pooled", "film", "zero_snr"):
+        ap.add_argument("--" + name.replace("_", "-"), action="store_true", default=None)
     args = ap.parse_args(argv)
-    names = ("n_train", "vae_steps", "unet_steps", "unet_batch", "seed", "eval_scenes", "noise_offset", "eval_guidance")
+    names = (
+        "n_train",
+        "vae_steps",
+        "unet_steps",
+        "unet_batch",
+        "seed",
+        "eval_scenes",
+        "attention_heads",
+        "noise_offset",
+        "eval_guidance",
+        "text_pooled",
+        "film",
+        "zero_snr",
+    )
     over = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = Config(**over)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -70,3 +70,24 @@ def test_crop_training_runs_and_captions_only_what_a_crop_shows(tmp_path):
     torch.set_num_threads(1)
     q = train(Config(**{**TOY.__dict__, "crop": 8, "full_every": 2}), tmp_path / "w", tmp_path / "m")
     assert q is not None and q["unguided_sample_psnr"] > 0
+
+
+def test_zero_terminal_snr_training_is_what_the_loader_samples(tmp_path):
+    """With ``zero_snr`` the model folder's scheduler is SD2's betas rescaled to a zero terminal
+    SNR with v-prediction and trailing steps, and the loader builds exactly the schedule the
+    training used: sampling starts at t = 999, where no signal is left."""
+    from core.ml.handles.engine import HandlesEngine
+    from core.ml.handles.models import load_models
+    from training.world import alphas_cumprod
+
+    torch.set_num_threads(1)
+    cfg = Config(**{**TOY.__dict__, "zero_snr": True, "attention_heads": 2, "text_pooled": True, "film": True})
+    q = train(cfg, tmp_path / "w", tmp_path / "m")
+    assert q is not None and q["unguided_sample_psnr"] > 0
+    engine = HandlesEngine(load_models(tmp_path / "m", "cpu", "fp32"))
+    assert engine.prediction_type == "v_prediction"
+    assert float(engine.alphas_cumprod[-1]) == 0.0
+    assert torch.equal(engine.alphas_cumprod.float(), alphas_cumprod(cfg))
+    sd2 = alphas_cumprod(Config())
+    assert float(sd2[-1]) > 0.004  # SD2's own schedule keeps signal at t = 999
+    assert engine.timesteps(25)[0] == 999

@@ -169,15 +169,22 @@ def _make_scheduler(folder: Path):
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     prediction_type = "epsilon"
+    zero_snr, spacing = False, "leading"
     cfg_file = folder / "scheduler" / "scheduler_config.json"
     if cfg_file.is_file():
         import json
 
         try:
-            prediction_type = json.loads(cfg_file.read_text()).get("prediction_type", "epsilon") or "epsilon"
-        except (OSError, ValueError) as exc:
+            cfg = json.loads(cfg_file.read_text())
+            prediction_type = cfg.get("prediction_type", "epsilon") or "epsilon"
+            # SD2's betas rescaled to a zero terminal SNR, sampled from t = 999 (Lin et al. 2024)
+            zero_snr = bool(cfg.get("rescale_betas_zero_snr", False))
+            spacing = "trailing" if cfg.get("timestep_spacing") == "trailing" else "leading"
+        except (OSError, ValueError, AttributeError) as exc:
             raise _component_error(folder, "scheduler", exc) from exc
     return DDIMScheduler(
+        rescale_betas_zero_snr=zero_snr,
+        timestep_spacing=spacing,
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
