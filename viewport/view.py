@@ -550,8 +550,7 @@ class PointCloudView(QOpenGLWidget):
         for buf in (self._vbo, self._flag_vbo, self._giz_vbo):
             if buf is not None:
                 buf.destroy()
-        if self._rest_fbo is not None:
-            self._rest_fbo = None  # its GL objects go with the context
+        self._rest_fbo = None  # freed while the context is current
         self._picture_key = None
         self._program = None
         self._vbo = self._flag_vbo = self._giz_vbo = None
