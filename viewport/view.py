@@ -76,6 +76,11 @@ OFF_PHOTO_COVERAGE = 1.4
 INTERACTIVE_POINTS = 40_000
 #: the full cloud is drawn again this long (ms) after the last interaction
 REST_MS = 150
+#: the most points a frame at rest adds to the full picture (PointCloudView.rest_chunk_points):
+#: software GL draws about 10 million points a second on two cores over a 6.5 ms empty frame, so
+#: the editor's 250k-point cloud drawn at once took 25-38 ms a frame here (above the 33 ms of the
+#: target, with no headroom); in two frames of 125k points each takes about 20 ms
+REST_CHUNK_POINTS = 125_000
 #: the depth buffer's clear value: just short of the far plane (depth 1), where the vertex shader
 #: puts points off the view; every point inside the clip range stays nearer (the far plane is at
 #: least 5 % beyond the scene and at most 10^4 times the near one: 1 - depth >= 5e-6)
@@ -212,6 +217,14 @@ class PointCloudView(QOpenGLWidget):
         self.cached_frames = 0
         self._picture_key: tuple | None = None
         self._rest_fbo: QOpenGLFramebufferObject | None = None
+        #: the most points a frame adds to the kept picture at rest: a full picture larger than
+        #: this is built over several frames (showing the level of detail until it is complete),
+        #: so that no frame at rest stalls the event loop for a whole cloud (0: in one frame)
+        self.rest_chunk_points = REST_CHUNK_POINTS
+        self._building: tuple[tuple, int] | None = None  # (picture, points drawn so far)
+        self._build_drawn = 0
+        self._complete_next = False
+        self._full_shown = False
         # bumped by every write to the GL buffers (a kept picture of older contents is stale)
         self._gpu_version = 0
         #: bytes written to the GL buffers so far: "vertices" (whole-cloud uploads) and "flags"
@@ -444,6 +457,20 @@ class PointCloudView(QOpenGLWidget):
         """Why GL could not be set up (None when fine)."""
         return self._gl_error
 
+    def grabFramebuffer(self):  # noqa: N802 - Qt's name
+        """The widget's picture, the full one at rest (a picture still being built over several
+        frames is drawn whole for the grab)."""
+        self._complete_next = True
+        try:
+            return super().grabFramebuffer()
+        finally:
+            self._complete_next = False
+
+    def showed_full_picture(self) -> bool:
+        """Whether the last frame showed the full cloud (False while the camera or a gizmo moves,
+        and while the picture at rest is still being built over several frames)."""
+        return self._full_shown
+
     def pick_object(self, x: float, y: float, radius_px: float = 4.0) -> str | None:
         """The id of the visible object whose nearest point is drawn at screen ``(x, y)`` (pixels),
         or None when the background (or nothing) is there."""
@@ -552,6 +579,7 @@ class PointCloudView(QOpenGLWidget):
                 buf.destroy()
         self._rest_fbo = None  # freed while the context is current
         self._picture_key = None
+        self._building = None
         self._program = None
         self._vbo = self._flag_vbo = self._giz_vbo = None
         self._vao = self._giz_vao = None
@@ -677,10 +705,45 @@ class PointCloudView(QOpenGLWidget):
             self._vao.bind()
         else:
             self._bind_cloud_attributes()
-        objects = {o.id: o for o in self._scene.objects}
         ranks = self._lod_ranks()
+        size = (max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr)))
+        calls = self._calls(ranks, vp, k_auto, dpr)
+        self._full_shown = ranks == LOD_RANKS
+        if ranks == LOD_RANKS and self.cache_at_rest:
+            picture = (self._gpu_version, id(self._cloud), size, bool(self.cull_in_shader), tuple(calls))
+            if picture == self._picture_key and self._blit_picture(size, to_widget=True):
+                self.cached_frames += 1
+                self._drawn_points = 0
+            else:
+                built = self._build_picture(picture, calls, size)
+                if built is None:  # no blit here: the cloud drawn every frame
+                    self._draw_calls(calls)
+                elif not built:
+                    # the full picture is not complete yet: this frame shows the level of detail
+                    # (what the last interactive frame showed) and the next one goes on building
+                    lod = self._calls(self._lod_ranks(interacting=True), vp, k_auto, dpr)
+                    self._draw_calls(lod)
+                    self._drawn_points += self._build_drawn
+                    self._full_shown = False
+                    self.update()
+                else:
+                    self._drawn_points = self._build_drawn
+        else:
+            self._building = None
+            self._draw_calls(calls)
+        if self._vao.isCreated():
+            self._vao.release()
+        self._draw_overlay(f, vp)
+        prog.release()
+        self.last_frame_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _calls(self, ranks: int, vp: np.ndarray, k_auto: float, dpr: float) -> list[tuple]:
+        """The frame's draw calls at ``ranks`` dither ranks: (first, count, mvp bytes, size_k,
+        size_fixed, tint) per visible group; the picture is a function of them."""
+        assert self._scene is not None and self._cloud is not None
+        objects = {o.id: o for o in self._scene.objects}
         n_all = self._cloud.count
-        calls = []  # (first, count, mvp, size_k, size_fixed, tint): the frame's picture is a function of them
+        calls = []
         for key, g in self._cloud.groups.items():
             if g.count == 0:
                 continue
@@ -701,59 +764,99 @@ class PointCloudView(QOpenGLWidget):
                     tint = SELECTION_TINT
             size_k = 0.0 if self._point_size else float(k_auto * g.spacing * scale * widen)
             calls.append((first, count, (vp @ model).tobytes(), size_k, float((self._point_size or 1.0) * dpr * widen), tint))
-        size = (max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr)))
-        picture = (self._gpu_version, id(self._cloud), size, bool(self.cull_in_shader), tuple(calls))
-        at_rest = self.cache_at_rest and ranks == LOD_RANKS
-        if at_rest and picture == self._picture_key and self._blit_picture(size, to_widget=True):
-            self.cached_frames += 1
-        else:
-            for first, count, mvp, size_k, size_fixed, tint in calls:
-                prog.setUniformValue(self._u["u_mvp"], _qmatrix(np.frombuffer(mvp).reshape(4, 4)))
-                prog.setUniformValue1f(self._u["u_size_k"], size_k)
-                prog.setUniformValue1f(self._u["u_size_fixed"], size_fixed)
-                prog.setUniformValue(self._u["u_tint"], QVector4D(*tint))
-                f.glDrawArrays(GL_POINTS, first, count)
-            self._drawn_points = sum(c[1] for c in calls)
-            # the full picture at rest is kept (before the overlay) for the frames that change
-            # nothing in it: a hovered handle, an exposed window
-            self._picture_key = picture if at_rest and self._blit_picture(size, to_widget=False) else None
-        if self._vao.isCreated():
-            self._vao.release()
-        self._draw_overlay(f, vp)
-        prog.release()
-        self.last_frame_ms = (time.perf_counter() - t0) * 1000.0
+        return calls
 
-    def _blit_picture(self, size: tuple[int, int], to_widget: bool) -> bool:
-        """Copy the widget's picture into the at-rest cache (``to_widget`` False) or back; False
-        where the context cannot blit (the frame is then drawn every time)."""
-        if not QOpenGLFramebufferObject.hasOpenGLFramebufferBlit():
+    def _draw_calls(self, calls: list[tuple], start: int = 0, stop: int | None = None) -> int:
+        """Draw points ``start:stop`` of the calls' points taken in order (all by default) into
+        the bound framebuffer; sets :meth:`drawn_points` and returns the count drawn."""
+        prog, f = self._program, self.context().functions()
+        assert prog is not None
+        stop = sum(c[1] for c in calls) if stop is None else stop
+        at, drawn = 0, 0
+        for first, count, mvp, size_k, size_fixed, tint in calls:
+            lo, hi = max(start - at, 0), min(stop - at, count)
+            at += count
+            if hi <= lo:
+                continue
+            prog.setUniformValue(self._u["u_mvp"], _qmatrix(np.frombuffer(mvp).reshape(4, 4)))
+            prog.setUniformValue1f(self._u["u_size_k"], size_k)
+            prog.setUniformValue1f(self._u["u_size_fixed"], size_fixed)
+            prog.setUniformValue(self._u["u_tint"], QVector4D(*tint))
+            f.glDrawArrays(GL_POINTS, first + lo, hi - lo)
+            drawn += hi - lo
+        self._drawn_points = drawn
+        return drawn
+
+    def _build_picture(self, picture: tuple, calls: list[tuple], size: tuple[int, int]) -> bool | None:
+        """Draw the next :attr:`rest_chunk_points` points of the full picture into the kept
+        framebuffer (cleared when ``picture`` is new); once it is complete, copy it to the widget
+        and return True. False: not complete yet (nothing copied); None: this context cannot keep
+        a picture (no framebuffer blit)."""
+        fbo = self._kept_fbo(size)
+        if fbo is None:
+            return None
+        ef = self.context().extraFunctions()
+        f = self.context().functions()
+        ef.glBindFramebuffer(GL_FRAMEBUFFER, fbo.handle())
+        if self._building is None or self._building[0] != picture or self._complete_next:
+            f.glClear(GL_COLOR_BUFFER_BIT | GL_DEPTH_BUFFER_BIT)  # the widget's clear colour and depth
+            self._building = (picture, 0)
+            self._picture_key = None
+        total = sum(c[1] for c in calls)
+        done = self._building[1]
+        chunk = int(self.rest_chunk_points or 0)
+        stop = total if chunk <= 0 or self._complete_next else min(total, done + chunk)
+        self._build_drawn = self._draw_calls(calls, done, stop)
+        ef.glBindFramebuffer(GL_FRAMEBUFFER, self.defaultFramebufferObject())
+        if stop < total:
+            self._building = (picture, stop)
             return False
+        self._building = None
+        self._picture_key = picture
+        self._blit_picture(size, to_widget=True)
+        return True
+
+    def _kept_fbo(self, size: tuple[int, int]) -> QOpenGLFramebufferObject | None:
+        """The framebuffer that keeps the full picture at rest (made at ``size``, with a depth
+        buffer like the widget's, so that a picture drawn in parts is the one drawn at once);
+        None where the context cannot blit."""
+        if not QOpenGLFramebufferObject.hasOpenGLFramebufferBlit():
+            return None
         fbo = self._rest_fbo
         if fbo is None or (fbo.width(), fbo.height()) != size:
-            if to_widget:
-                return False
-            fbo = self._rest_fbo = QOpenGLFramebufferObject(QSize(*size), QOpenGLFramebufferObject.Attachment.NoAttachment)
+            self._building = None
+            self._picture_key = None
+            fbo = self._rest_fbo = QOpenGLFramebufferObject(QSize(*size), QOpenGLFramebufferObject.Attachment.CombinedDepthStencil)
             if not fbo.isValid():
                 self._rest_fbo = None
-                return False
+                return None
+        return fbo
+
+    def _blit_picture(self, size: tuple[int, int], to_widget: bool) -> bool:
+        """Copy the kept picture to the widget; False where there is none of this size."""
+        fbo = self._rest_fbo
+        if fbo is None or (fbo.width(), fbo.height()) != size or not to_widget:
+            return False
         # raw calls: PySide6's QOpenGLFramebufferObject.blitFramebuffer with None for the widget's
         # framebuffer releases a reference to None each call (Python aborts at exit)
         ef = self.context().extraFunctions()
         widget, kept = self.defaultFramebufferObject(), fbo.handle()
-        ef.glBindFramebuffer(GL_READ_FRAMEBUFFER, kept if to_widget else widget)
-        ef.glBindFramebuffer(GL_DRAW_FRAMEBUFFER, widget if to_widget else kept)
+        ef.glBindFramebuffer(GL_READ_FRAMEBUFFER, kept)
+        ef.glBindFramebuffer(GL_DRAW_FRAMEBUFFER, widget)
         w, h = size
         ef.glBlitFramebuffer(0, 0, w, h, 0, 0, w, h, GL_COLOR_BUFFER_BIT, GL_NEAREST)
         ef.glBindFramebuffer(GL_FRAMEBUFFER, widget)
         return True
 
-    def _lod_ranks(self) -> int:
-        """How many of the cloud's dither ranks this frame draws: all of them at rest; while
+    def _lod_ranks(self, interacting: bool | None = None) -> int:
+        """How many of the cloud's dither ranks this frame draws (``interacting``: as if the
+        camera or a gizmo moved, default: whether they do): all of them at rest; while
         interacting the most that fit :attr:`interactive_points` and form a complete lattice (a
         quarter of the points: every second photo pixel; a sixteenth; a sixty-fourth), so that
         points ``sqrt(LOD_RANKS / ranks)`` times wider leave no gaps."""
         n_all, budget = self._cloud.count, self.interactive_points
-        if not self._interacting or budget is None or n_all <= budget:
+        moving = self._interacting if interacting is None else interacting
+        if not moving or budget is None or n_all <= budget:
             return LOD_RANKS
         ranks = LOD_RANKS // 4
         while ranks > 1 and n_all * ranks > budget * LOD_RANKS:

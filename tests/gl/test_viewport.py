@@ -229,9 +229,57 @@ def test_the_picture_at_rest_is_kept_and_any_change_draws_it_again(view, scene):
         assert view.cached_frames == n, f"after {name} the kept (stale) picture was copied"
         assert np.abs(img - before).max() > 0, f"{name} changed nothing on screen"
         np.testing.assert_array_equal(img, from_scratch(), err_msg=f"after {name}")
-        frame()  # drawn (the frame from scratch kept nothing) and kept
+        # the frame drawn from scratch left the kept picture as it was: the next one copies it
         np.testing.assert_array_equal(frame(), img, err_msg=f"the kept picture after {name}")
         assert view.cached_frames == n + 1, f"after {name} the new picture was not kept"
+
+
+def test_a_large_picture_at_rest_is_built_over_frames_into_the_same_picture(view, qtbot):
+    """A full picture of more than ``rest_chunk_points`` points is drawn into the kept picture
+    over several frames; until it is complete each frame shows the level of detail (no frame at
+    rest draws the whole cloud), the event loop finishes it by itself, and the picture built in
+    parts is exactly the one drawn at once."""
+    n = view.cloud().count
+    chunk = n // 3 + 1  # three frames
+    view.rest_chunk_points = chunk
+
+    def paint() -> int:
+        view.makeCurrent()
+        try:
+            view.paintGL()
+        finally:
+            view.doneCurrent()
+        return view.drawn_points()
+
+    def at_once():
+        view.cache_at_rest = False
+        try:
+            return to_array(view.grabFramebuffer())
+        finally:
+            view.cache_at_rest = True
+
+    view.camera.orbit(12.0, 4.0)
+    drawn = [paint(), paint()]
+    assert not view.showed_full_picture(), "three frames' worth of points completed in two"
+    lod_budget = view.interactive_points
+    assert lod_budget is not None
+    for d in drawn:
+        assert chunk < d <= chunk + lod_budget, f"a frame while building drew {d} points (chunk {chunk}, level of detail <= {lod_budget})"
+    last = paint()
+    assert view.showed_full_picture() and last == n - 2 * chunk
+    kept = view.cached_frames
+    built = to_array(view.grabFramebuffer())
+    assert view.cached_frames == kept + 1, "the completed picture was not kept"
+    np.testing.assert_array_equal(built, at_once())
+
+    # left to the event loop: after the first frame of a change the frames that follow finish it
+    view.camera.orbit(-12.0, -4.0)
+    view.repaint()
+    assert not view.showed_full_picture()
+    qtbot.waitUntil(view.showed_full_picture, timeout=5000)
+    kept = view.cached_frames
+    np.testing.assert_array_equal(to_array(view.grabFramebuffer()), at_once())
+    assert view.cached_frames == kept + 1, "the event loop did not finish the picture"
 
 
 def test_wheel_zooms_towards_the_cursor(view):
