@@ -16,7 +16,8 @@ and with ``--variants`` the before/after rows of the engine's open questions. ``
 ``--reference-every``-th edit only; its ``n`` column says on how many.
 
 Then the model's own quality: VAE round trip, unguided samples from held-out depth maps and
-captions (DDIM 25 steps, guidance 7.5) against their photos, and the identity reconstruction.
+captions (DDIM 25 steps, at the model's classifier-free guidance scale: the catalog's, else 7.5)
+against their photos, and the identity reconstruction.
 Prints tables (and writes them as JSON with ``--json``); not a test.
 """
 
@@ -67,6 +68,16 @@ def scene_with(lay, tr):
         if o.name in tr:
             o.transform = tr[o.name]
     return scene
+
+
+def model_guidance(model: str) -> float:
+    """The classifier-free guidance scale the presets sample with on ``model`` (the catalog's,
+    else the default preset's)."""
+    from core.ml.handles.presets import preset
+    from core.request import find_model
+
+    g = find_model(model).guidance
+    return float(g) if g is not None else float(preset("default").guidance_scale)
 
 
 def mean(xs) -> float:
@@ -165,11 +176,12 @@ def model_quality(args) -> dict:
     engine = HandlesEngine(load_models(args.model, args.device))
     rt, un, un_s, rec = [], [], [], []
     st = preset("default")
+    g = model_guidance(args.model)
     for k in range(args.samples):
         lay = random_layout(HELD_OUT_SEED + 500 + k)
         r = render_layout(lay, *SIZE)
         rt.append(psnr(engine.decode_latent(engine.encode_image(r.photo)), r.photo))
-        img = engine.sample(r.depth, lay.caption(), steps=25, guidance_scale=7.5, generator=torch.Generator().manual_seed(k))
+        img = engine.sample(r.depth, lay.caption(), steps=25, guidance_scale=g, generator=torch.Generator().manual_seed(k))
         un.append(psnr(img, r.photo))
         un_s.append(float(ssim_map(img, r.photo).mean()))
         if k < 4:
@@ -182,6 +194,7 @@ def model_quality(args) -> dict:
         "unguided_ssim": mean(un_s),
         "identity_reconstruction_psnr": mean(rec),
         "samples": args.samples,
+        "guidance": g,
     }
 
 
@@ -322,7 +335,10 @@ def print_tables(res: dict, mq: dict | None) -> None:
     from core.quality import REGIONS
 
     print()
-    print(f"Diffusion Handles vs ray-cast ground truth: {res['model']}, {len(res['edits'])} held-out edits at {SIZE[0]}x{SIZE[1]}")
+    print(
+        f"Diffusion Handles vs ray-cast ground truth: {res['model']}, {len(res['edits'])} held-out edits at {SIZE[0]}x{SIZE[1]},"
+        f" classifier-free guidance {model_guidance(res['model']):g} (the model's)"
+    )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; PSNR dB / SSIM, mean over edits with the region")
     head = f"{'row':40s} {'n':>3s} " + " ".join(f"{r:>13s}" for r in REGIONS) + f" {'s/edit':>7s} {'identity s':>10s}"
     print(head)
@@ -335,7 +351,7 @@ def print_tables(res: dict, mq: dict | None) -> None:
         print(f"The model itself ({mq['samples']} held-out scenes):")
         print(f"  VAE round trip           {mq['vae_round_trip_psnr']:6.2f} dB")
         print(
-            f"  unguided samples         {mq['unguided_psnr']:6.2f} dB  SSIM {mq['unguided_ssim']:.3f}  (DDIM 25, guidance 7.5, from the true depth and caption)"
+            f"  unguided samples         {mq['unguided_psnr']:6.2f} dB  SSIM {mq['unguided_ssim']:.3f}  (DDIM 25, guidance {mq['guidance']:g}, from the true depth and caption)"
         )
         print(f"  identity reconstruction  {mq['identity_reconstruction_psnr']:6.2f} dB  (exact inversion replayed, before any paste)")
 

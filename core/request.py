@@ -18,7 +18,8 @@ everything that decides the render:
   objects, learnt on the chosen model; each names the project cache that holds its weights;
 * the typed engine settings: the preset with the sliders applied, steps and resolution filled in
   (the model's own resolution, else the photo's working size; at most the preset's
-  ``max_resolution``; steps at most the preset's ``max_steps``);
+  ``max_resolution``; steps at most the preset's ``max_steps``), and the model's own
+  classifier-free guidance scale where the catalog gives one;
 * the objects' transforms by stable id, the prompt, the seed, device and precision.
 
 Nothing here imports Qt or torch: the catalog lookup reads a JSON file and looks at folders.
@@ -82,6 +83,8 @@ class ModelChoice:
     where: str = ""
     #: the catalog name of what is missing when the model itself is on disk (its ControlNet)
     missing_part: str = ""
+    #: the classifier-free guidance scale its presets sample with (the catalog's; None: the preset's)
+    guidance: float | None = None
 
     @property
     def found(self) -> bool:
@@ -132,6 +135,7 @@ def find_model(name: str, extra_dirs: Iterable[str] = ()) -> ModelChoice:
     native = entry.resolution if entry is not None else None
     backend = (entry.backend if entry is not None else None) or ""
     turbo = (entry.turbo_lora if entry is not None else None) or ""
+    guidance = entry.guidance if entry is not None and entry.role == "renderer" else None
     try:
         found = store.locate_model(name, role="renderer", extra_dirs=extra)
     except ModelError as exc:
@@ -141,7 +145,7 @@ def find_model(name: str, extra_dirs: Iterable[str] = ()) -> ModelChoice:
             if cn is not None and not cn.present:  # one command fetches both
                 error = f"{error}; it needs its depth ControlNet '{cn.entry.name}' too: {cn.entry.fetch_command}"
                 fetch = f"{fetch} && {cn.entry.fetch_command}"
-        return ModelChoice(name, None, error, fetch, world_only, native, backend or "sd2-depth", turbo_lora=turbo)
+        return ModelChoice(name, None, error, fetch, world_only, native, backend or "sd2-depth", turbo_lora=turbo, guidance=guidance)
     path = Path(found.path)
     backend = backend or store.detect_backend(path) or "sd2-depth"
     if not turbo:  # a folder of a known backend: the catalog's turbo LoRA for that backend
@@ -149,7 +153,7 @@ def find_model(name: str, extra_dirs: Iterable[str] = ()) -> ModelChoice:
 
     def made(path: Path | None, error: str = "", fetch: str = "", controlnet: str = "", controlnet_path: Path | None = None, part: str = "") -> ModelChoice:
         where = found.label(entry) if path else ""
-        return ModelChoice(name, path, error, fetch, world_only, native, backend, controlnet, controlnet_path, turbo, where, part)
+        return ModelChoice(name, path, error, fetch, world_only, native, backend, controlnet, controlnet_path, turbo, where, part, guidance)
 
     if backend not in _CONTROLNET_BACKENDS or store.has_own_controlnet(path):
         return made(path)
@@ -187,10 +191,12 @@ def find_lora(name: str, model: ModelChoice, extra_dirs: Iterable[str] = (), pur
     return LoraChoice(name, store.lora_file(found.path, entry))
 
 
-def engine_settings(preset_name: str, render_settings: Mapping, steps: int, resolution: int, preview_every: int | None = None):
+def engine_settings(preset_name: str, render_settings: Mapping, steps: int, resolution: int, preview_every: int | None = None, guidance: float | None = None):
     """The typed :class:`HandlesSettings` of ``preset_name`` with the document's sliders
     (``foreground``/``background``, percent of the preset's weights) and the steps, resolution
-    and step-preview interval filled in; steps at most the preset's ``max_steps`` when it sets one."""
+    and step-preview interval filled in; steps at most the preset's ``max_steps`` when it sets one.
+    ``guidance``: the model's classifier-free guidance scale (:attr:`ModelChoice.guidance`), used
+    by the presets that guide (the turbo preset's scale 1, one UNet pass a step, stays)."""
     from core.ml.handles.presets import preset
 
     s = preset(preset_name)
@@ -205,6 +211,8 @@ def engine_settings(preset_name: str, render_settings: Mapping, steps: int, reso
         over["bg_weight"] = round(s.bg_weight * bg / SLIDER_FULL, 6)
     if preview_every is not None:
         over["preview_every"] = int(preview_every)
+    if guidance is not None and float(s.guidance_scale) != 1.0:
+        over["guidance_scale"] = float(guidance)
     return replace(s, **over)
 
 
@@ -274,7 +282,7 @@ def resolve_request(
     locks = request_locks(scene, render_settings, name)
     res = int(resolution) if resolution else render_resolution(base.max_resolution, choice.native_resolution, scene.size)
     every = getattr(settings, "preview_every", None)
-    handles = engine_settings(preset_name, render_settings, steps, res, every)
+    handles = engine_settings(preset_name, render_settings, steps, res, every, choice.guidance)
     common["steps"] = handles.steps  # at most the preset's max_steps
     return RenderRequest(
         **common,

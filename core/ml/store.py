@@ -123,7 +123,9 @@ class CatalogEntry:
     none), ``turbo_lora`` (the ``lora`` entry the turbo preset uses). ControlNets and LoRAs:
     ``base_backend`` (the renderer backend they fit). LoRAs: ``weight_name`` (the file in the repo),
     ``schedule`` (``trailing``: deterministic DDIM on trailing timesteps), ``steps`` and
-    ``guidance`` (the classifier-free guidance scale they sample with; 1.0: none).
+    ``guidance`` (the classifier-free guidance scale they sample with; 1.0: none). A renderer's
+    ``guidance`` is the scale its presets sample with where the preset guides at all (a model
+    trained with a zero-terminal-SNR schedule over-saturates at SD's 7.5).
     """
 
     name: str
@@ -160,7 +162,8 @@ class CatalogEntry:
     schedule: str | None = None
     #: lora entries: the denoising steps they are made for
     steps: int | None = None
-    #: lora entries: the classifier-free guidance scale they sample with (1.0: no guidance)
+    #: lora entries: the classifier-free guidance scale they sample with (1.0: no guidance);
+    #: renderers: the scale their presets sample with (None: the preset's, 7.5)
     guidance: float | None = None
 
     @property

@@ -326,3 +326,30 @@ def test_the_cli_says_which_lora_to_fetch(hub, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and catalog_entry("lcm-lora-sd15").fetch_command in err
     assert cli_main([*base, "--lora", "hyper-sd15-8step"]) == 1
     assert catalog_entry("hyper-sd15-8step").fetch_command in capsys.readouterr().err
+
+
+def test_the_world_model_renders_at_its_own_guidance_scale(settings_folder):
+    """The catalog gives the world model (zero-terminal-SNR, v-prediction) its own classifier-free
+    guidance scale: every preset that guides samples at it, the turbo preset's single pass stays
+    at 1, and a model without one in the catalog keeps the preset's 7.5."""
+    from pathlib import Path
+
+    from core.ml.handles.presets import PRESETS
+    from core.request import resolve_request
+    from core.world import random_layout
+
+    raw = json.loads((Path(__file__).resolve().parents[2] / "resources" / "models.json").read_text())
+    world_entry = next(e for e in raw["models"] if e["name"] == "world")
+    expected = float(world_entry["guidance"])
+    assert expected != PRESETS["default"].guidance_scale
+    from core.world import layout_scene
+
+    scene = layout_scene(random_layout(1_000_000), 256, 192)
+    for preset_name in ("default", "fast", "reference", "draft"):
+        req = resolve_request(scene, {"model": "world", "preset": preset_name}, Settings(device="cpu"))
+        assert req.handles is not None and req.handles.guidance_scale == expected, preset_name
+        assert req.to_dict()["handles"]["guidance_scale"] == expected  # recorded with the render
+    turbo = resolve_request(scene, {"model": "world", "preset": "turbo"}, Settings(device="cpu"))
+    assert turbo.handles is not None and turbo.handles.guidance_scale == 1.0
+    other = resolve_request(synthetic_scene(128, 64), {"model": "sd2-depth", "preset": "default"}, Settings(model_folders=[str(settings_folder)]))
+    assert other.handles is not None and other.handles.guidance_scale == PRESETS["default"].guidance_scale
