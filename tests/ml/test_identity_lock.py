@@ -97,7 +97,10 @@ def test_a_lock_changes_the_render_only_where_the_edit_is(world, box_lock):
     assert locked.info["locks"] == [{"object": "box", "method": "custom", "word": "box"}]
     changed = np.asarray(plan(scene).changed, bool)
     diff = np.abs(locked.image.astype(int) - plain.image.astype(int)).max(-1)
-    assert diff[changed].mean() > 1.0, "the lock did not change the rotated box"
+    # a lock that is not applied changes nothing at all (the renders are deterministic); this
+    # six-step lock moves the edited region's pixels by 0.6-0.7 grey levels on average at the
+    # world model's guidance scale 2 (a third of them change, by up to 11)
+    assert diff[changed].mean() > 0.25 and (diff[changed] > 0).mean() > 0.1, "the lock did not change the rotated box"
     from scipy import ndimage
 
     # the default preset pastes the photo back beyond the changed region (margin + feather: 24 px)
