@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 EmitFn = Callable[[Any], None]
 
 
+#: seconds a job may run on after its Cancel before the client replaces the host (a denoising step
+#: of a full-size model on a slow CPU takes ~10 s; loading one, which cannot stop midway, longer)
+CANCEL_GRACE_S = 60.0
+
+
 class EngineCrashError(HandlesError):
     """The engine process stopped in the middle of a job."""
 
@@ -274,7 +279,11 @@ def serve(conn, state: EngineState | None = None, local: bool = True) -> int:
                     elif kind == "cancel":
                         if current["job"] == header.get("job") and current["token"] is not None:
                             current["token"].cancel()
+                        # a job cancelled before it started still gets its answer: its client waits for one
+                        dropped = [p for p in pending if p[1].get("job") == header.get("job")]
                         pending[:] = [p for p in pending if p[1].get("job") != header.get("job")]
+                        for _, old, _ in dropped:
+                            send("cancelled", {"job": old.get("job")})
                     elif kind in ("render", "task"):
                         if current["token"] is not None:
                             current["token"].cancel()  # latest wins
@@ -443,10 +452,21 @@ class EngineProcess:
                 self._set_state("stopped")
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the host. A job in flight is cancelled first (it sees ``_stopping``); a host that
+        does not end it within ``timeout`` is killed, so shutting down never hangs behind a job."""
         from core import wire
 
-        with self._lock:
-            self._stopping = True
+        self._stopping = True
+        if not self._lock.acquire(timeout=timeout):
+            proc = self._proc
+            log.error("the engine did not end its job within %.0f s of shutting down; killing it", timeout)
+            if proc is not None:
+                proc.kill()
+            if not self._lock.acquire(timeout=timeout):
+                log.error("the engine's job did not return after its process was killed; leaving it")
+                self._set_state("stopped")
+                return
+        try:
             proc, conn = self._proc, self._conn
             self._proc = self._conn = None
             if proc is None:
@@ -463,6 +483,8 @@ class EngineProcess:
             if conn is not None:
                 conn.close()
             self._set_state("stopped")
+        finally:
+            self._lock.release()
 
     # ----- jobs -----
     def render(self, scene, request: RenderRequest, caches: dict, emit: EmitFn, token: CancelToken) -> Event:
@@ -501,11 +523,17 @@ class EngineProcess:
             self._set_state("busy")
             try:
                 blocks = wire.send(conn, kind, {**header, "job": job}, arrays)
-                cancel_sent = False
+                cancel_sent: float | None = None
+                killed = False
                 while True:
-                    if token.cancelled and not cancel_sent:
+                    if (token.cancelled or self._stopping) and cancel_sent is None:
                         wire.send(conn, "cancel", {"job": job})
-                        cancel_sent = True
+                        cancel_sent = time.monotonic()
+                    if cancel_sent is not None and not killed and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
+                        # a host that does not answer a cancel (stuck in a load, or a bug) is replaced
+                        log.error("the engine did not stop job %d within %.0f s of Cancel; killing it", job, CANCEL_GRACE_S)
+                        proc.kill()
+                        killed = True
                     if not conn.poll(0.05):
                         if proc.poll() is not None and not conn.poll(0):
                             raise EOFError
@@ -532,7 +560,8 @@ class EngineProcess:
                         return ev
                     emit(ev)
             except (EOFError, OSError, wire.WireError) as exc:
-                raise self._crashed(blocks, exc) from exc
+                reason = EngineCrashError(f"it did not stop within {CANCEL_GRACE_S:.0f} s of Cancel and was stopped") if killed else exc
+                raise self._crashed(blocks, reason) from exc
 
     def _crashed(self, blocks: list[str], exc: BaseException) -> EngineCrashError:
         from core import wire
@@ -550,12 +579,17 @@ class EngineProcess:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        if code is not None and code < 0:
+        if isinstance(exc, EngineCrashError):
+            how = str(exc)
+        elif code is not None and code < 0:
             how = f"killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
         elif code is not None:
             how = f"exit status {code}"
         else:
             how = one_line(exc)
+        if self._stopping:
+            self._set_state("stopped")
+            return EngineCrashError(f"the engine process stopped while shutting down ({how})")
         self.restarts += 1
         log.error("engine process stopped during a job (%s); restarting it", how)
         self._set_state("restarting")
@@ -581,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fd", type=int, required=True, help="the socket the client passed")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="engine %(levelname)s %(name)s: %(message)s")
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack on stderr
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return serve(Connection(args.fd))
 

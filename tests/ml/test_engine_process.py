@@ -151,6 +151,122 @@ def test_an_error_in_a_render_comes_back_as_an_error_event(engine):
     assert isinstance(final, Error) and final.message and "\n" not in final.message
 
 
+def _in_thread(fn, timeout: float):
+    """fn() on a thread of its own; (returned, raised), or pytest.fail when it does not return."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        pytest.fail(f"did not return within {timeout} s")
+    return out.get("value"), out.get("error")
+
+
+def test_a_job_cancelled_before_the_host_starts_it_is_still_answered(monkeypatch):
+    """The hang CI met: a render cancelled while it waited in the host was dropped without an
+    answer, and its client waited for one for ever. Here the host is busy with a job that holds
+    until released; a second job arrives and is cancelled while it waits."""
+    import core.worker as worker
+
+    started, release = threading.Event(), threading.Event()
+
+    def hold(state, spec, emit, token):
+        started.set()
+        release.wait(10)
+        deadline = time.monotonic() + 10
+        while not token.cancelled and time.monotonic() < deadline:  # job 2 has arrived
+            time.sleep(0.01)
+        time.sleep(0.5)  # and its cancel, sent right behind it, has been read
+        return "held"
+
+    monkeypatch.setitem(worker.TASKS, "hold", hold)
+    ours, theirs = _pair()
+    host = threading.Thread(target=worker.serve, args=(theirs, worker.EngineState(factory=None), False), daemon=True)
+    host.start()
+    assert wire.recv(ours)[0] == "hello"
+    wire.send(ours, "task", {"job": 1, "name": "hold", "params": {}}, local=False)
+    assert started.wait(10)
+    wire.send(ours, "task", {"job": 2, "name": "hold", "params": {}}, local=False)  # latest wins: job 1 is cancelled
+    wire.send(ours, "cancel", {"job": 2}, local=False)  # job 2 never started
+    release.set()
+    answers = {}
+    while len(answers) < 2:
+        assert ours.poll(10), f"the host answered only {answers}"
+        kind, header, _ = wire.recv(ours)
+        answers[header["job"]] = kind
+    assert answers == {1: "cancelled", 2: "cancelled"}
+    wire.send(ours, "shutdown", {}, local=False)
+    host.join(10)
+    assert not host.is_alive()
+
+
+def test_cancelled_at_once_a_render_always_comes_back(engine):
+    """Through the real client and host: a token cancelled before the render is sent makes the
+    cancel follow the render at once, the race that hung the editor about one render in six."""
+    scene = _scene()
+    req = _request(scene, "geometric")
+    for _ in range(25):
+        token = CancelToken()
+        token.cancel()
+        final, err = _in_thread(lambda token=token: engine.render(scene, req, {}, lambda e: None, token), 20)
+        assert err is None and isinstance(final, (Cancelled, Finished)), (final, err)
+    assert engine.state == "idle"
+
+
+def test_a_host_that_ignores_cancel_is_replaced_and_shutdown_never_hangs(monkeypatch):
+    import core.worker as worker
+
+    monkeypatch.setattr(worker, "CANCEL_GRACE_S", 1.0)
+    scene = _scene()
+    req = _request(scene, steps=12, seed=4)
+    e = EngineProcess(env=dict(os.environ, OMP_NUM_THREADS="2"))
+    try:
+        # the host stops answering (SIGSTOP) in the middle of a render, and the user cancels
+        token = CancelToken()
+
+        def freeze(ev):
+            if isinstance(ev, Progress) and ev.stage in ("identity", "render") and not token.cancelled:
+                os.kill(e.pid, signal.SIGSTOP)
+                token.cancel()
+
+        old = e.pid
+        t0 = time.monotonic()
+        _, err = _in_thread(lambda: e.render(scene, req, {}, freeze, token), 30)
+        assert isinstance(err, EngineCrashError) and "did not stop within 1 s of Cancel" in str(err) and "\n" not in str(err)
+        assert time.monotonic() - t0 < 20
+        deadline = time.monotonic() + 60
+        while e.state != "idle" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert e.state == "idle" and e.pid != old
+        # a frozen host during a job: shutdown returns within its timeout (twice: lock, then kill)
+        monkeypatch.setattr(worker, "CANCEL_GRACE_S", 600.0)
+        token = CancelToken()
+        froze = threading.Event()
+
+        def freeze_only(ev):
+            if isinstance(ev, Progress) and ev.stage in ("identity", "render") and not froze.is_set():
+                os.kill(e.pid, signal.SIGSTOP)
+                froze.set()
+
+        job = threading.Thread(target=lambda: _in_thread(lambda: e.render(scene, req, {}, freeze_only, token), 60), daemon=True)
+        job.start()
+        assert froze.wait(60)
+        t0 = time.monotonic()
+        _, err = _in_thread(lambda: e.shutdown(timeout=2.0), 30)
+        assert err is None and time.monotonic() - t0 < 12 and e.state == "stopped"
+        job.join(30)
+        assert not job.is_alive()
+    finally:
+        e.shutdown(timeout=2.0)
+
+
 # ----------------------------------------------------------------------------- the wire
 def _pair():
     a, b = socket.socketpair()
