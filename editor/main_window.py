@@ -122,6 +122,7 @@ class MainWindow(ActionsMixin, RenderMixin, FileFlowsMixin, ObjectEditsMixin, To
         self.recovery = recovery if recovery is not None else files.RecoveryManager()
         self.recovery.start()
         self._render_job: int | None = None
+        self._render_key: str | None = None  # the request key of _render_job
         self._drag_start: dict = {}  # object id -> transform before the drag in progress
         self._task_job: int | None = None
         self._task_handlers: dict[int, object] = {}

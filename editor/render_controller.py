@@ -164,6 +164,10 @@ class RenderMixin:
         if self._lock_refused("render"):
             return None
         request = self.build_request()
+        key = request.key()
+        if self._render_job is not None and key == self._render_key and self.worker.current_job() == self._render_job:
+            return self._render_job  # this very render is under way (say an auto-render): keep it, do not start over
+        self._render_key = key
         self._render_job = self.worker.submit(self._snapshot(), request, caches=self.doc.caches)
         self._render_started = time.monotonic()
         self.render_panel.set_running(True)

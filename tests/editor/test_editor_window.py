@@ -110,6 +110,23 @@ def test_render_and_cancel_shortcuts(make_window, qtbot):
     assert win.doc.renders == []
 
 
+def test_render_again_while_the_same_render_runs_keeps_it_and_a_change_replaces_it(make_window, qtbot):
+    """Auto-render after a drag, then the user presses Render: the running render goes on (it
+    is the same request) instead of starting over; a changed request replaces it (latest wins)."""
+    factory = FakeRenderer(delay_per_step=0.02, steps=20)
+    win = make_window(factory=lambda r: factory)
+    first = win.request_render()
+    qtbot.waitUntil(lambda: win.worker.is_busy(), timeout=3000)
+    assert win.request_render() == first
+    box = win.scene.object("box")
+    box.transform = Transform3D(translation=(0.2, 0.0, 0.0))
+    second = win.request_render()
+    assert second is not None and second != first
+    qtbot.waitUntil(lambda: len(win.doc.renders) == 1, timeout=10000)
+    qtbot.waitUntil(lambda: not win.worker.is_busy(), timeout=5000)
+    assert factory.completed == 1 and Transform3D.from_dict(win.doc.renders[0].request["transforms"][box.id]) == box.transform
+
+
 def test_undo_redo_shortcuts(make_window, qtbot):
     win = make_window()
     box = win.scene.object("box")
