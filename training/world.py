@@ -185,24 +185,22 @@ def device():
 
 
 # ----------------------------------------------------------------------------- 1. data
-def make_data(cfg: Config, work: Path) -> Path:
-    out = work / "data.npz"
-    if out.is_file():
-        return out
+def _render_chunk(job: tuple[Config, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Photos, depth conditioning, object cells, object bits and captions of layouts ``lo..hi-1``
+    (in the data's order): one worker's share of :func:`make_data`."""
     from core.ml.handles.engine import depth_condition
-    from core.world import HELD_OUT_SEED, render_layout
+    from core.world import render_layout
 
-    assert cfg.n_train <= HELD_OUT_SEED
-    layouts = layouts_of(cfg)
+    cfg, lo, hi = job
+    layouts = layouts_of(cfg)[lo:hi]
     h, w = cfg.latent_hw
+    f = cfg.vae_factor
     photos = np.zeros((len(layouts), cfg.height, cfg.width, 3), np.uint8)
     dconds = np.zeros((len(layouts), 1, h, w), np.float32)
     omasks = np.zeros((len(layouts), 1, h, w), np.uint8)
     # bit k of a cell: object k of the layout covers some pixel of it (the crops' captions)
     objbits = np.zeros((len(layouts), h, w), np.uint8)
-    f = cfg.vae_factor
     captions = []
-    t0 = time.monotonic()
     for i, lay in enumerate(layouts):
         r = render_layout(lay, cfg.width, cfg.height)
         photos[i] = r.photo
@@ -216,8 +214,48 @@ def make_data(cfg: Config, work: Path) -> Path:
             cells = r.masks[o.name][: h * f, : w * f].reshape(h, f, w, f).any(axis=(1, 3))
             objbits[i] |= (cells.astype(np.uint8) << k).astype(np.uint8)
         captions.append(lay.caption())
-        if (i + 1) % 500 == 0:
-            log(f"data {i + 1}/{len(layouts)} ({(time.monotonic() - t0) / (i + 1) * 1000:.0f} ms a scene)")
+    return photos, dconds, omasks, objbits, captions
+
+
+def make_data(cfg: Config, work: Path, workers: int | None = None) -> Path:
+    """Ray cast the training layouts into ``work/data.npz`` (kept when present). ``workers``
+    processes share the layouts (default: one a core, at most 8); every layout is rendered alone
+    from its seed, so the data are the same bits for any number of workers."""
+    out = work / "data.npz"
+    if out.is_file():
+        return out
+    from core.world import HELD_OUT_SEED
+
+    assert cfg.n_train <= HELD_OUT_SEED
+    work.mkdir(parents=True, exist_ok=True)
+    n = cfg.n_train + 1
+    workers = max(1, min(8, os.cpu_count() or 1) if workers is None else workers)
+    step = 100
+    jobs = [(cfg, lo, min(n, lo + step)) for lo in range(0, n, step)]
+    t0 = time.monotonic()
+    parts = []
+    if workers == 1 or len(jobs) == 1:
+        results = map(_render_chunk, jobs)
+        pool = None
+    else:
+        import multiprocessing as mp
+
+        # spawn, not fork: the parent may hold threads (torch) that a forked child would inherit
+        pool = mp.get_context("spawn").Pool(workers)
+        results = pool.imap(_render_chunk, jobs)
+    try:
+        done = 0
+        for part in results:
+            parts.append(part)
+            before, done = done, done + len(part[4])
+            if done // 500 > before // 500 or done == n:
+                log(f"data {done}/{n} ({(time.monotonic() - t0) / done * 1000:.0f} ms a scene, {workers} worker(s))")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    photos, dconds, omasks, objbits = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    captions = [c for p in parts for c in p[4]]
     tmp = work / ".data.tmp.npz"
     np.savez(tmp, photos=photos, dconds=dconds, omasks=omasks, objbits=objbits, captions=np.array(captions))
     os.replace(tmp, out)

@@ -91,3 +91,23 @@ def test_zero_terminal_snr_training_is_what_the_loader_samples(tmp_path):
     sd2 = alphas_cumprod(Config(zero_snr=False))
     assert float(sd2[-1]) > 0.004  # SD2's own schedule keeps signal at t = 999
     assert engine.timesteps(25)[0] == 999
+
+
+def test_the_training_data_are_the_same_bits_with_one_worker_or_several(tmp_path):
+    """``make_data`` shares the layouts among worker processes; each layout is ray cast alone from
+    its seed, so the data (and with them the whole run) do not depend on the number of workers."""
+    import numpy as np
+
+    from core.world import SAMPLE_LAYOUT, random_layout, render_layout
+    from training.world import make_data
+
+    cfg = Config(**{**TOY.__dict__, "n_train": 150})  # two chunks of layouts
+    one = np.load(make_data(cfg, tmp_path / "one", workers=1))
+    two = np.load(make_data(cfg, tmp_path / "two", workers=2))
+    assert len(one["photos"]) == 151
+    for key in ("photos", "dconds", "omasks", "objbits", "captions"):
+        assert np.array_equal(one[key], two[key]), key
+    # the data's order: the sample first, then seeds 0, 1, ...
+    assert np.array_equal(one["photos"][0], render_layout(SAMPLE_LAYOUT, 128, 64).photo)
+    assert np.array_equal(two["photos"][150], render_layout(random_layout(149), 128, 64).photo)
+    assert str(two["captions"][150]) == random_layout(149).caption()
