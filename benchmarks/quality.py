@@ -192,8 +192,8 @@ def model_quality(args) -> dict:
     return {
         "vae_round_trip_psnr": mean(rt),
         "unguided_psnr": mean(un),
-        # the standard error of that mean: per-scene PSNRs spread by about 2 dB, so 24 scenes
-        # leave +-0.4 dB (two sets of 24 disagreed by 0.66 dB), too coarse for a 22 dB target
+        # the standard error of that mean: per-scene PSNRs spread by about 3 dB, so 24 scenes
+        # leave +-0.65 dB (two sets of 24 disagreed by 0.66 dB), too coarse for a 22 dB target
         "unguided_psnr_se": float(np.std(un, ddof=1) / math.sqrt(len(un))) if len(un) > 1 else float("nan"),
         "unguided_psnr_first24": mean(un[:24]),
         "unguided_ssim": mean(un_s),

@@ -192,7 +192,7 @@ def _render_chunk(job: tuple[Config, int, int]) -> tuple[np.ndarray, np.ndarray,
     from core.world import render_layout
 
     cfg, lo, hi = job
-    layouts = layouts_of(cfg)[lo:hi]
+    layouts = [layout_at(i) for i in range(lo, hi)]
     h, w = cfg.latent_hw
     f = cfg.vae_factor
     photos = np.zeros((len(layouts), cfg.height, cfg.width, 3), np.uint8)
@@ -267,11 +267,16 @@ def load_data(path: Path):
         return z["photos"], z["dconds"], z["omasks"], z["objbits"], [str(c) for c in z["captions"]]
 
 
-def layouts_of(cfg: Config) -> list:
-    """The training layouts in the data's order (the sample's first)."""
+def layout_at(i: int):
+    """The data's ``i``-th training layout: the sample's first, then seeds 0, 1, ..."""
     from core.world import SAMPLE_LAYOUT, random_layout
 
-    return [SAMPLE_LAYOUT] + [random_layout(s) for s in range(cfg.n_train)]
+    return SAMPLE_LAYOUT if i == 0 else random_layout(i - 1)
+
+
+def layouts_of(cfg: Config) -> list:
+    """The training layouts in the data's order (the sample's first)."""
+    return [layout_at(i) for i in range(cfg.n_train + 1)]
 
 
 def crop_caption(layout, bits: int) -> str:
